@@ -1,0 +1,84 @@
+"""custom_id codec: the only routing information a batch result carries back.
+
+Components are joined with ``::``. Inside a component, ``%`` and ``:`` are percent-escaped, so a component can
+never contain the separator and decoding is a plain split: lossless for every string, and ids made of
+``[A-Za-z0-9_-]`` come out unchanged (readable in the batch files and the ledger).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SEP = "::"
+
+
+class CustomIdError(ValueError):
+    pass
+
+
+def _escape(part: str) -> str:
+    return part.replace("%", "%25").replace(":", "%3A")
+
+
+def _unescape(part: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(part):
+        ch = part[i]
+        if ch == "%":
+            code = part[i + 1 : i + 3]
+            if code == "25":
+                out.append("%")
+            elif code.upper() == "3A":
+                out.append(":")
+            else:
+                raise CustomIdError(f"bad escape {part[i : i + 3]!r}")
+            i += 3
+        elif ch == ":":
+            raise CustomIdError("stray ':'")
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def encode(*parts: str) -> str:
+    return SEP.join(_escape(p) for p in parts)
+
+
+def decode(custom_id: str) -> tuple[str, ...]:
+    return tuple(_unescape(p) for p in custom_id.split(SEP))
+
+
+@dataclass(frozen=True)
+class ReviewId:
+    """``review::<task_id>::<business_id>::<review_id>``: one judgment of one review for one task."""
+
+    task_id: str
+    business_id: str
+    review_id: str
+
+    def encode(self) -> str:
+        return encode("review", self.task_id, self.business_id, self.review_id)
+
+
+@dataclass(frozen=True)
+class SampleId:
+    """``sample::<run_name>::<sample_id>``: one verdict for one restaurant in one run."""
+
+    run_name: str
+    sample_id: str
+
+    def encode(self) -> str:
+        return encode("sample", self.run_name, self.sample_id)
+
+
+def parse(custom_id: str) -> ReviewId | SampleId:
+    """Decode a custom_id into its routing record; raises CustomIdError for anything else."""
+    parts = decode(custom_id)
+    match parts:
+        case ("review", task_id, business_id, review_id):
+            return ReviewId(task_id, business_id, review_id)
+        case ("sample", run_name, sample_id):
+            return SampleId(run_name, sample_id)
+    raise CustomIdError(f"not an ADDM custom_id: {custom_id!r}")

@@ -1,0 +1,80 @@
+"""One reading of an answer, whether it came from a live call or a batch result line.
+
+Both modes reduce what came back to an ``Outcome``: the text to hand to the pipeline's parser and the token usage,
+or a failure reason and whether sending the item again could help. Classification is by content, never by which
+file a line came from (reference §3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from addm_integration.openai_api import describe, redact, retryable_status
+
+RETRYABLE_CODES = frozenset({"batch_expired", "request_timeout"})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    custom_id: str
+    content: str | None = None
+    usage: Mapping[str, int] | None = None
+    error: str | None = None
+    retryable: bool = False
+    latency_ms: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def from_body(custom_id: str, body: Mapping[str, Any], latency_ms: float | None = None) -> Outcome:
+    """A chat completion (as JSON) that came back with a 2xx status."""
+    try:
+        content = body["choices"][0]["message"].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return Outcome(custom_id, error="answer without choices", retryable=True)
+    if content is None:
+        return Outcome(custom_id, error="answer without content", retryable=True)
+    usage = body.get("usage") or {}
+    usage = {k: int(usage.get(k) or 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    return Outcome(custom_id, content=content, usage=usage, latency_ms=latency_ms)
+
+
+def from_batch_line(line: Mapping[str, Any]) -> Outcome:
+    """One line of a batch output or error file (its ``custom_id`` already checked to be a string)."""
+    custom_id = line["custom_id"]
+    response = line.get("response")
+    error = line.get("error")
+    if error:
+        code = str(error.get("code") or "error")
+        return Outcome(custom_id, error=code, retryable=code in RETRYABLE_CODES)
+    if not isinstance(response, Mapping):
+        return Outcome(custom_id, error="line without response", retryable=True)
+    status = int(response.get("status_code") or 0)
+    body = response.get("body") or {}
+    if 200 <= status < 300:
+        return from_body(custom_id, body)
+    detail = body.get("error") if isinstance(body, Mapping) else None
+    code = (detail or {}).get("code") or (detail or {}).get("type") or ""
+    message = (detail or {}).get("message") or ""
+    reason = redact(f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else ""))
+    return Outcome(custom_id, error=" ".join(reason.split())[:300], retryable=retryable_status(status))
+
+
+def from_exception(custom_id: str, exc: BaseException, secret: str | None) -> Outcome:
+    """A live call that raised after the SDK's own retries."""
+    if isinstance(exc, openai.APIConnectionError):
+        return Outcome(custom_id, error=describe(exc, secret), retryable=True)
+    if isinstance(exc, openai.APIStatusError):
+        return Outcome(custom_id, error=describe(exc, secret), retryable=retryable_status(exc.status_code))
+    return Outcome(custom_id, error=describe(exc, secret), retryable=False)
+
+
+def unparsable(outcome: Outcome, why: str) -> Outcome:
+    """The call succeeded but the pipeline could not read the answer: worth asking again (CONTRACT §5)."""
+    return Outcome(outcome.custom_id, usage=outcome.usage, error=f"unparsable answer: {why}", retryable=True)

@@ -1,0 +1,234 @@
+"""24hrbatch submit: stage the work as batch-sized parts, send each part once, install its cron entry.
+
+Each step is recorded right after it happens, and the intent (the staged part with its idempotency key) before
+anything is sent. A run that stopped anywhere is continued by running the same command again: parts already
+sent are not sent twice, and a part whose batch may have been created unseen is looked up by its key first.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from openai import OpenAI
+
+from addm_integration import credentials, openai_api
+from addm_integration.context import Context
+from addm_integration.cron import CronTable, cron_supported, fetch_command
+from addm_integration.errors import BadInput
+from addm_integration.pipeline import WorkItem
+from ledger.events import BatchCreated, CronInstalled, Event, FileUploaded, PartPlanned
+from ledger.reducer import JobState, PartState
+
+MAX_REQUESTS = 50_000
+MAX_BYTES = 200_000_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_requests: int = MAX_REQUESTS
+    max_bytes: int = MAX_BYTES
+
+
+@dataclass(frozen=True)
+class CronSpec:
+    """How the fetch command of a job's batches is run by cron; kept in the job's params for later batches."""
+
+    tabfile: str | None
+    python: str
+    module: str
+    args: tuple[str, ...]
+
+    def table(self) -> CronTable:
+        return CronTable(Path(self.tabfile) if self.tabfile else None)
+
+    def to_params(self) -> dict[str, Any]:
+        return {"tabfile": self.tabfile, "python": self.python, "module": self.module, "args": list(self.args)}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None) -> CronSpec | None:
+        if not params:
+            return None
+        return cls(params["tabfile"], params["python"], params["module"], tuple(params["args"]))
+
+
+def new_job_id(ctx: Context) -> str:
+    return f"job_{ctx.clock().strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
+
+
+def batch_lines(items: Iterable[WorkItem]) -> Iterator[tuple[str, bytes]]:
+    for item in items:
+        line = {"custom_id": item.custom_id, "method": "POST", "url": openai_api.ENDPOINT, "body": item.body}
+        yield item.custom_id, orjson.dumps(line) + b"\n"
+
+
+class _StagedPart:
+    """One staged input file being written; fsynced on close so the plan never names a half-written file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = open(path, "wb")  # noqa: SIM115 (closed by close())
+        self.count = 0
+        self.size = 0
+
+    def fits(self, line: bytes, limits: Limits) -> bool:
+        return self.count < limits.max_requests and self.size + len(line) <= limits.max_bytes
+
+    def write(self, line: bytes) -> None:
+        self.file.write(line)
+        self.count += 1
+        self.size += len(line)
+
+    def close(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+
+def plan_parts(
+    ctx: Context,
+    job_id: str,
+    model: str,
+    lines: Iterable[tuple[str, bytes]],
+    limits: Limits,
+    *,
+    first_index: int,
+    attempt: int,
+    source_batch: str | None = None,
+) -> list[PartPlanned]:
+    """Write (custom_id, request line) pairs as staged JSONL parts within the limits; nothing is sent.
+
+    Duplicate custom_ids and requests larger than a whole batch are refused here, before anything is uploaded.
+    """
+    staging = ctx.ws.staging_dir
+    staging.mkdir(parents=True, exist_ok=True)
+    seen: set[str] = set()
+    staged: list[_StagedPart] = []
+    try:
+        for custom_id, line in lines:
+            if custom_id in seen:
+                raise BadInput(f"duplicate custom_id {custom_id!r} in the work list; nothing was sent")
+            seen.add(custom_id)
+            if len(line) > limits.max_bytes:
+                raise BadInput(
+                    f"request {custom_id!r} is {len(line):,} bytes, over the batch limit of "
+                    f"{limits.max_bytes:,}; nothing was sent"
+                )
+            if not staged or not staged[-1].fits(line, limits):
+                if staged:
+                    staged[-1].close()
+                idem = f"{job_id}-{first_index + len(staged):03d}-{secrets.token_hex(4)}"
+                staged.append(_StagedPart(staging / f"{idem}.jsonl"))
+            staged[-1].write(line)
+        if staged:
+            staged[-1].close()
+    except BaseException:
+        for part in staged:
+            part.file.close()
+            part.path.unlink(missing_ok=True)
+        raise
+    return [
+        PartPlanned(job_id, p.path.stem, p.count, p.size, attempt, str(p.path), model, source_batch) for p in staged
+    ]
+
+
+def check_cron_prerequisites(ctx: Context, spec: CronSpec | None) -> None:
+    """Everything a cron run will need, checked before anything is uploaded (CONTRACT §4)."""
+    if spec is None or not cron_supported():
+        return
+    spec.table().check_available()
+    if not credentials.env_file_has_key(ctx.ws.root):
+        raise BadInput(
+            f"cron runs will not find OPENAI_API_KEY: cron has a bare environment and {ctx.ws.env_file} has no "
+            f"key; write OPENAI_API_KEY=... there (chmod 600), or use --no-cron or --wait"
+        )
+
+
+def send_part(ctx: Context, api: OpenAI, creds: credentials.Credentials, job: JobState, part: PartState) -> str:
+    """Upload and create the batch of one staged part (or adopt the one a crashed run created); return its id."""
+    file_id = part.file_id
+    existing = None
+    if file_id is None:
+        filename = f"addm-{part.idem_key}.jsonl"
+        file_id = openai_api.upload(api, creds, Path(part.input_path), filename)
+        ctx.record(FileUploaded(job.job_id, part.idem_key, file_id))
+    else:  # a previous run uploaded and may have created the batch before it stopped
+        not_before = job.created_at.timestamp() - 300
+        existing = openai_api.find_batch(api, creds, part.idem_key, not_before)
+    if existing is None:
+        metadata = {openai_api.JOB_METADATA_KEY: job.job_id, openai_api.IDEM_METADATA_KEY: part.idem_key}
+        batch = openai_api.create_batch(api, creds, file_id, metadata)
+    else:
+        batch = existing
+    ctx.record(BatchCreated(job.job_id, part.idem_key, batch.id, adopted=existing is not None))
+    keep_input(ctx, part, batch.id)
+    return batch.id
+
+
+def keep_input(ctx: Context, part: PartState, batch_id: str) -> None:
+    """Keep the batch's input beside its results (replay and requeue read it there)."""
+    target = ctx.ws.batch_dir(batch_id) / "input.jsonl"
+    staged = Path(part.input_path)
+    if target.exists() or not staged.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged.replace(target)
+
+
+def install_cron(ctx: Context, spec: CronSpec | None, batch_id: str) -> list[Event]:
+    if spec is None:
+        return []
+    if not cron_supported():
+        command = fetch_command(ctx.ws.root, spec.python, spec.module, spec.args, batch_id, log_path(ctx, batch_id))
+        print(
+            f"warning: cron is not available on this system; no entry installed. Run by hand until done:\n{command}",
+            file=sys.stderr,
+        )
+        return []
+    ctx.ws.logs_dir.mkdir(parents=True, exist_ok=True)
+    command = fetch_command(ctx.ws.root, spec.python, spec.module, spec.args, batch_id, log_path(ctx, batch_id))
+    spec.table().install(batch_id, command)
+    return [CronInstalled(batch_id, "*/5 * * * *")]
+
+
+def log_path(ctx: Context, batch_id: str) -> Path:
+    return ctx.ws.logs_dir / f"{batch_id}.log"
+
+
+def send_pending_parts(ctx: Context, job_id: str) -> list[str]:
+    """Send every planned part of the job that has no batch yet; return the new batch ids."""
+    state = ctx.state()
+    job = state.jobs[job_id]
+    pending = [p for p in job.parts.values() if p.batch_id is None]
+    if not pending:
+        return []
+    creds = credentials.resolve(ctx.ws.root, base_url=job.params.get("base_url"))
+    api = openai_api.client(creds)
+    spec = CronSpec.from_params(job.params.get("cron"))
+    sent = []
+    for part in pending:
+        batch_id = send_part(ctx, api, creds, job, part)
+        ctx.record(*install_cron(ctx, spec, batch_id))
+        sent.append(batch_id)
+    return sent
+
+
+def resume_cron(ctx: Context, job_id: str) -> list[str]:
+    """Install the entries a crashed run created batches for but did not get to install."""
+    state = ctx.state()
+    job = state.jobs[job_id]
+    spec = CronSpec.from_params(job.params.get("cron"))
+    if spec is None or not cron_supported():
+        return []
+    missing = [b.batch_id for b in state.batches_of(job_id) if not b.settled and not b.cron]
+    for batch_id in missing:
+        part = job.parts[state.batches[batch_id].idem_key]
+        keep_input(ctx, part, batch_id)
+        ctx.record(*install_cron(ctx, spec, batch_id))
+    return missing

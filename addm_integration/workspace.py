@@ -1,0 +1,77 @@
+"""Where every file of a workspace lives (CONTRACT §2), and the one way results are written: atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    def dataset(self, domain: str, k: int) -> Path:
+        return self.root / "data" / "context" / domain / f"dataset_K{k}.jsonl"
+
+    def task(self, domain: str, task_id: str) -> Path:
+        return self.root / "data" / "tasks" / domain / f"{task_id}.json"
+
+    def agenda(self, domain: str, policy_id: str, k: int) -> Path:
+        return self.root / "data" / "query" / domain / f"{policy_id}_K{k}_prompt.txt"
+
+    def cache(self, domain: str) -> Path:
+        return self.root / "data" / "answers" / domain / "cache.json"
+
+    def ground_truth(self, domain: str, policy_id: str, k: int) -> Path:
+        return self.root / "data" / "answers" / domain / f"{policy_id}_K{k}_groundtruth.json"
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.root / "data" / "ledger"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.ledger_dir / "staging"
+
+    def batch_dir(self, batch_id: str) -> Path:
+        return self.root / "data" / "batches" / batch_id
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "data" / "logs"
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / ".env"
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves either the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    atomic_write(path, orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n")

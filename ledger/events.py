@@ -1,0 +1,215 @@
+"""The events a job and its batches go through, as plain frozen data.
+
+The ledger stores facts, never intentions to be reinterpreted: each class is one thing that happened, named in the
+past tense. Nothing here knows what a job computes or which service runs its batches; payload fields that only a
+pipeline understands travel in ``params`` / ``outputs`` dictionaries.
+
+Every class carries a schema version. A reader upcasts older records through ``UPCASTERS`` and refuses records
+written by a newer version than it knows, so an old binary can never silently misread a new ledger.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class JobCreated:
+    """A job exists: its identity ``key`` lets a repeated command find it instead of paying again."""
+
+    VERSION: ClassVar[int] = 1
+    job_id: str
+    pipeline: str
+    mode: str
+    key: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    n_items: int = 0
+
+
+@dataclass(frozen=True)
+class PartPlanned:
+    """One batch-sized slice of a job's work, staged on disk before anything is sent.
+
+    ``idem_key`` names the upload and tags the remote batch, so a run that crashed between sending and recording
+    can find what it sent.
+    """
+
+    VERSION: ClassVar[int] = 1
+    job_id: str
+    idem_key: str
+    n_items: int
+    n_bytes: int
+    attempt: int
+    input_path: str
+    model: str = ""
+    source_batch: str | None = None
+
+
+@dataclass(frozen=True)
+class FileUploaded:
+    VERSION: ClassVar[int] = 1
+    job_id: str
+    idem_key: str
+    file_id: str
+
+
+@dataclass(frozen=True)
+class BatchCreated:
+    VERSION: ClassVar[int] = 1
+    job_id: str
+    idem_key: str
+    batch_id: str
+    adopted: bool = False
+
+
+@dataclass(frozen=True)
+class CronInstalled:
+    VERSION: ClassVar[int] = 1
+    batch_id: str
+    schedule: str
+
+
+@dataclass(frozen=True)
+class CronRemoved:
+    VERSION: ClassVar[int] = 1
+    batch_id: str
+
+
+@dataclass(frozen=True)
+class BatchPolled:
+    """Recorded when the remote status or counts change, not on every poll, so the log grows with news only."""
+
+    VERSION: ClassVar[int] = 1
+    batch_id: str
+    status: str
+    counts: Mapping[str, int] = field(default_factory=dict)
+    errors: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class FilesStored:
+    """The batch's result files are on local disk, complete (sizes and sha256 let a replay check them)."""
+
+    VERSION: ClassVar[int] = 1
+    batch_id: str
+    files: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ItemsApplied:
+    """These items' results are durably in the job's output; ``kind`` is ``apply`` or ``replay``."""
+
+    VERSION: ClassVar[int] = 1
+    job_id: str
+    batch_id: str | None
+    custom_ids: tuple[str, ...]
+    attempt: int
+    kind: str = "apply"
+
+
+@dataclass(frozen=True)
+class ItemsFailed:
+    """Items that produced no result, each with its reason; the retryable ones may be submitted again."""
+
+    VERSION: ClassVar[int] = 1
+    job_id: str
+    batch_id: str | None
+    failures: tuple[tuple[str, str, bool], ...]
+    attempt: int
+
+
+@dataclass(frozen=True)
+class BatchSettled:
+    """Everything the batch will ever deliver has been applied; counts are over its submitted items."""
+
+    VERSION: ClassVar[int] = 1
+    batch_id: str
+    status: str
+    n_applied: int
+    n_failed: int
+    n_unroutable: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class JobFinalized:
+    VERSION: ClassVar[int] = 1
+    job_id: str
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+Event = (
+    JobCreated
+    | PartPlanned
+    | FileUploaded
+    | BatchCreated
+    | CronInstalled
+    | CronRemoved
+    | BatchPolled
+    | FilesStored
+    | ItemsApplied
+    | ItemsFailed
+    | BatchSettled
+    | JobFinalized
+)
+
+EVENT_TYPES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        JobCreated,
+        PartPlanned,
+        FileUploaded,
+        BatchCreated,
+        CronInstalled,
+        CronRemoved,
+        BatchPolled,
+        FilesStored,
+        ItemsApplied,
+        ItemsFailed,
+        BatchSettled,
+        JobFinalized,
+    )
+}
+
+# (type name, version it upgrades from) -> function from that version's payload to the next version's payload.
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+class SchemaError(ValueError):
+    """A record this code cannot read faithfully (unknown type, newer version, wrong fields)."""
+
+
+def to_payload(event: Event) -> tuple[str, int, dict[str, Any]]:
+    return type(event).__name__, type(event).VERSION, dataclasses.asdict(event)
+
+
+def _tuplify(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuplify(v) for v in value)
+    return value
+
+
+def from_payload(type_name: str, version: int, data: dict[str, Any]) -> Event:
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise SchemaError(f"unknown event type {type_name!r}")
+    if version > cls.VERSION:
+        raise SchemaError(
+            f"{type_name} v{version} was written by a newer version of this tool (this one reads up to "
+            f"v{cls.VERSION}); upgrade it"
+        )
+    while version < cls.VERSION:
+        upcast = UPCASTERS.get((type_name, version))
+        if upcast is None:
+            raise SchemaError(f"no upcaster for {type_name} v{version}")
+        data, version = upcast(data), version + 1
+    names = {f.name for f in dataclasses.fields(cls)}
+    if not names.issuperset(data):
+        raise SchemaError(f"{type_name} has unknown fields {sorted(set(data) - names)}")
+    try:
+        return cls(**{k: _tuplify(v) for k, v in data.items()})
+    except TypeError as exc:
+        raise SchemaError(f"{type_name}: {exc}") from None

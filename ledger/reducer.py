@@ -1,0 +1,191 @@
+"""The one pure fold from records to the state of every job and batch.
+
+Every decision a run takes (is this batch applied? does the job still need a finalize? is its cron entry still
+there?) is read from this state and nothing else, which is what makes a run idempotent and a crashed run
+resumable: the log says how far the last one got.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from ledger.events import (
+    BatchCreated,
+    BatchPolled,
+    BatchSettled,
+    CronInstalled,
+    CronRemoved,
+    FilesStored,
+    FileUploaded,
+    ItemsApplied,
+    ItemsFailed,
+    JobCreated,
+    JobFinalized,
+    PartPlanned,
+)
+from ledger.log import Record
+
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+@dataclass(frozen=True)
+class PartState:
+    idem_key: str
+    n_items: int
+    n_bytes: int
+    attempt: int
+    input_path: str
+    model: str
+    file_id: str | None = None
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchState:
+    batch_id: str
+    job_id: str
+    idem_key: str
+    n_items: int
+    attempt: int
+    created_at: datetime
+    status: str = "validating"
+    counts: Mapping[str, int] = field(default_factory=dict)
+    errors: tuple[Mapping[str, Any], ...] = ()
+    polled_at: datetime | None = None
+    files: Mapping[str, Mapping[str, Any]] | None = None
+    applied: int = 0
+    failed: int = 0
+    retryable: tuple[str, ...] = ()
+    settled_at: datetime | None = None
+    settle_reason: str = ""
+    cron: bool = False
+    adopted: bool = False
+    requeued: bool = False
+
+    @property
+    def settled(self) -> bool:
+        return self.settled_at is not None
+
+
+@dataclass(frozen=True)
+class JobState:
+    job_id: str
+    pipeline: str
+    mode: str
+    key: str
+    params: Mapping[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    n_items: int = 0
+    parts: Mapping[str, PartState] = field(default_factory=dict)
+    batches: tuple[str, ...] = ()
+    applied: int = 0
+    failures: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
+    finalized_at: datetime | None = None
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def finalized(self) -> bool:
+        return self.finalized_at is not None
+
+    @property
+    def submitted(self) -> int:
+        return sum(p.n_items for p in self.parts.values())
+
+
+@dataclass(frozen=True)
+class State:
+    jobs: Mapping[str, JobState] = field(default_factory=dict)
+    batches: Mapping[str, BatchState] = field(default_factory=dict)
+    last_seq: int = 0
+
+    def job_of(self, batch_id: str) -> JobState | None:
+        batch = self.batches.get(batch_id)
+        return self.jobs.get(batch.job_id) if batch else None
+
+    def batches_of(self, job_id: str) -> list[BatchState]:
+        job = self.jobs.get(job_id)
+        return [self.batches[b] for b in job.batches] if job else []
+
+
+def _with_job(state: State, job: JobState) -> State:
+    return replace(state, jobs={**state.jobs, job.job_id: job})
+
+
+def _with_batch(state: State, batch: BatchState) -> State:
+    return replace(state, batches={**state.batches, batch.batch_id: batch})
+
+
+def apply(state: State, record: Record) -> State:
+    """Fold one record into the state. Pure: the same state and record always give the same result."""
+    ts = record.ts
+    state = replace(state, last_seq=record.seq)
+    match record.event:
+        case JobCreated(job_id=job_id, pipeline=pipeline, mode=mode, key=key, params=params, n_items=n):
+            return _with_job(state, JobState(job_id, pipeline, mode, key, dict(params), ts, ts, n_items=n))
+        case PartPlanned(job_id=job_id, idem_key=idem, n_items=n, n_bytes=size, attempt=attempt, model=model) as ev:
+            job = state.jobs[job_id]
+            part = PartState(idem, n, size, attempt, ev.input_path, model)
+            state = _with_job(state, replace(job, parts={**job.parts, idem: part}, updated_at=ts))
+            if ev.source_batch is not None:
+                state = _with_batch(state, replace(state.batches[ev.source_batch], requeued=True))
+            return state
+        case FileUploaded(job_id=job_id, idem_key=idem, file_id=file_id):
+            job = state.jobs[job_id]
+            part = replace(job.parts[idem], file_id=file_id)
+            return _with_job(state, replace(job, parts={**job.parts, idem: part}, updated_at=ts))
+        case BatchCreated(job_id=job_id, idem_key=idem, batch_id=batch_id, adopted=adopted):
+            job = state.jobs[job_id]
+            part = replace(job.parts[idem], batch_id=batch_id)
+            job = replace(job, parts={**job.parts, idem: part}, batches=(*job.batches, batch_id), updated_at=ts)
+            batch = BatchState(batch_id, job_id, idem, part.n_items, part.attempt, ts, adopted=adopted)
+            return _with_batch(_with_job(state, job), batch)
+        case CronInstalled(batch_id=batch_id):
+            return _with_batch(state, replace(state.batches[batch_id], cron=True))
+        case CronRemoved(batch_id=batch_id):
+            return _with_batch(state, replace(state.batches[batch_id], cron=False))
+        case BatchPolled(batch_id=batch_id, status=status, counts=counts, errors=errors):
+            batch = replace(state.batches[batch_id], status=status, counts=dict(counts), errors=errors, polled_at=ts)
+            return _with_batch(state, batch)
+        case FilesStored(batch_id=batch_id, files=files):
+            return _with_batch(state, replace(state.batches[batch_id], files=dict(files)))
+        case ItemsApplied(job_id=job_id, batch_id=batch_id, custom_ids=ids, kind=kind):
+            if kind != "apply":
+                return state
+            job = state.jobs[job_id]
+            failures = job.failures
+            if failures and any(cid in failures for cid in ids):
+                failures = {k: v for k, v in failures.items() if k not in set(ids)}
+            job = replace(job, applied=job.applied + len(ids), failures=failures, updated_at=ts)
+            state = _with_job(state, job)
+            if batch_id is not None:
+                batch = state.batches[batch_id]
+                state = _with_batch(state, replace(batch, applied=batch.applied + len(ids)))
+            return state
+        case ItemsFailed(job_id=job_id, batch_id=batch_id, failures=failed):
+            job = state.jobs[job_id]
+            merged = {**job.failures, **{cid: (reason, retryable) for cid, reason, retryable in failed}}
+            state = _with_job(state, replace(job, failures=merged, updated_at=ts))
+            if batch_id is not None:
+                batch = state.batches[batch_id]
+                retry = tuple(cid for cid, _, retryable in failed if retryable)
+                batch = replace(batch, failed=batch.failed + len(failed), retryable=batch.retryable + retry)
+                state = _with_batch(state, batch)
+            return state
+        case BatchSettled(batch_id=batch_id, status=status, reason=reason):
+            batch = replace(state.batches[batch_id], status=status, settled_at=ts, settle_reason=reason)
+            return _with_batch(state, batch)
+        case JobFinalized(job_id=job_id, outputs=outputs):
+            job = replace(state.jobs[job_id], finalized_at=ts, outputs=dict(outputs), updated_at=ts)
+            return _with_job(state, job)
+    raise TypeError(f"unknown event {type(record.event).__name__}")
+
+
+def fold(records: Iterable[Record], state: State | None = None) -> State:
+    state = state if state is not None else State()
+    for record in records:
+        state = apply(state, record)
+    return state
