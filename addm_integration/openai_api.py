@@ -30,15 +30,18 @@ RETRYABLE_STATUS = frozenset({408, 429})
 _SECRET = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
 
 
-def client(creds: Credentials, *, max_retries: int = 2, timeout: float = 120.0) -> OpenAI:
+def require_key(creds: Credentials) -> None:
     if not creds.api_key:
         raise BadInput("OPENAI_API_KEY is not set: export it or put it in <root>/.env (chmod 600)")
+
+
+def client(creds: Credentials, *, max_retries: int = 2, timeout: float = 120.0) -> OpenAI:
+    require_key(creds)
     return OpenAI(api_key=creds.api_key, base_url=creds.base_url, max_retries=max_retries, timeout=timeout)
 
 
 def async_client(creds: Credentials, *, max_retries: int = 2, timeout: float = 120.0) -> AsyncOpenAI:
-    if not creds.api_key:
-        raise BadInput("OPENAI_API_KEY is not set: export it or put it in <root>/.env (chmod 600)")
+    require_key(creds)
     return AsyncOpenAI(api_key=creds.api_key, base_url=creds.base_url, max_retries=max_retries, timeout=timeout)
 
 
@@ -121,14 +124,17 @@ def download(api: OpenAI, creds: Credentials, file_id: str, dest: Path) -> dict[
     tmp = dest.with_name(dest.name + ".part")
     digest = hashlib.sha256()
     size = 0
-    with api_call(f"download of {file_id}", creds):
-        with api.files.with_streaming_response.content(file_id) as response, open(tmp, "wb") as out:
-            for chunk in response.iter_bytes(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+    with (
+        api_call(f"download of {file_id}", creds),
+        api.files.with_streaming_response.content(file_id) as response,
+        open(tmp, "wb") as out,
+    ):
+        for chunk in response.iter_bytes(1 << 20):
+            out.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+        out.flush()
+        os.fsync(out.fileno())
     os.replace(tmp, dest)
     fsync_dir(dest.parent)
     return {"file_id": file_id, "bytes": size, "sha256": digest.hexdigest()}

@@ -7,13 +7,16 @@ construction: the same ``apply`` takes live answers and batch lines alike, and `
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from addm_integration.outcomes import Outcome
 from ledger.events import Event, ItemsApplied, ItemsFailed, JobFinalized
 from ledger.reducer import JobState
+
+if TYPE_CHECKING:
+    from addm_integration.context import Context
 
 
 @dataclass(frozen=True)
@@ -28,27 +31,50 @@ class Applied:
 
     applied: tuple[str, ...] = ()
     failures: tuple[tuple[str, str, bool], ...] = ()
-    usage: Mapping[str, int] = field(default_factory=dict)
 
 
 class Pipeline(Protocol):
-    name: str
-    module: str
-    key: str
+    name: ClassVar[str]
+    module: ClassVar[str]
     model: str
-    params: Mapping[str, Any]
 
-    def work(self) -> Iterator[WorkItem]:
+    @classmethod
+    def from_params(cls, ctx: Context, params: Mapping[str, Any]) -> Pipeline:
+        """The pipeline a job was created with, rebuilt from what ``params`` recorded."""
+        ...
+
+    def key(self) -> str:
+        """The job's identity: a repeated command with the same key continues the open job instead of paying twice."""
+        ...
+
+    def params(self) -> dict[str, Any]:
+        """Everything needed to rebuild this pipeline from the ledger (a cron run, a replay)."""
+        ...
+
+    def work(self, job_id: str) -> Iterator[WorkItem]:
         """The items whose results are not stored yet, in a stable order."""
         ...
 
-    def apply(self, outcomes: Sequence[Outcome], *, batch_mode: bool) -> Applied:
+    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
         """Store what the outcomes say, durably, before returning."""
         ...
 
     def finalize(self, job: JobState) -> dict[str, Any]:
         """The job's set-level step, once its last item is in; returns what it wrote, for the ledger."""
         ...
+
+    def summary(self, job: JobState) -> str:
+        """One line for the user once the job is finalized."""
+        ...
+
+
+def sum_usage(outcomes: Iterable[Outcome]) -> dict[str, int]:
+    """Tokens billed: every answer that came back counts, also one the pipeline could not use."""
+    total: dict[str, int] = {}
+    for outcome in outcomes:
+        for k, v in (outcome.usage or {}).items():
+            total[k] = total.get(k, 0) + v
+    return total
 
 
 def apply_outcomes(
@@ -59,20 +85,21 @@ def apply_outcomes(
     batch_id: str | None,
     attempt: int,
     kind: str = "apply",
-    extra: Sequence[tuple[str, str, bool]] = (),
 ) -> tuple[Applied, list[Event]]:
     """Store results, then return the events that record them (the caller appends them, after the write).
 
     A crash between the two re-applies the same results on the next run: never lost, recorded once.
     """
-    result = pipeline.apply(outcomes, batch_mode=batch_id is not None)
-    failures = (*result.failures, *extra)
+    result = pipeline.apply(job, outcomes)
+    applied = set(result.applied)
     events: list[Event] = []
     if result.applied:
-        events.append(ItemsApplied(job.job_id, batch_id, result.applied, attempt, kind))
-    if failures and kind == "apply":
-        events.append(ItemsFailed(job.job_id, batch_id, failures, attempt))
-    return Applied(result.applied, failures, result.usage), events
+        usage = sum_usage(o for o in outcomes if o.custom_id in applied)
+        events.append(ItemsApplied(job.job_id, batch_id, result.applied, attempt, kind, usage))
+    if result.failures and kind == "apply":
+        usage = sum_usage(o for o in outcomes if o.custom_id not in applied)
+        events.append(ItemsFailed(job.job_id, batch_id, result.failures, attempt, usage))
+    return result, events
 
 
 def finalize(pipeline: Pipeline, job: JobState) -> JobFinalized:

@@ -11,7 +11,7 @@ import os
 import secrets
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +19,16 @@ import orjson
 from openai import OpenAI
 
 from addm_integration import credentials, openai_api
-from addm_integration.context import Context
+from addm_integration.context import Context, create_job, open_job
 from addm_integration.cron import CronTable, cron_supported, fetch_command
 from addm_integration.errors import BadInput
-from addm_integration.pipeline import WorkItem
+from addm_integration.pipeline import Pipeline, WorkItem
 from ledger.events import BatchCreated, CronInstalled, Event, FileUploaded, PartPlanned
 from ledger.reducer import JobState, PartState
 
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200_000_000
+MODE = "24hrbatch"
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,6 @@ class CronSpec:
         if not params:
             return None
         return cls(params["tabfile"], params["python"], params["module"], tuple(params["args"]))
-
-
-def new_job_id(ctx: Context) -> str:
-    return f"job_{ctx.clock().strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
 
 
 def batch_lines(items: Iterable[WorkItem]) -> Iterator[tuple[str, bytes]]:
@@ -232,3 +229,35 @@ def resume_cron(ctx: Context, job_id: str) -> list[str]:
         keep_input(ctx, part, batch_id)
         ctx.record(*install_cron(ctx, spec, batch_id))
     return missing
+
+
+def submit(ctx: Context, pipeline: Pipeline, params: Mapping[str, Any], limits: Limits) -> tuple[str | None, str]:
+    """Create the job and send its parts, or continue the open job of the same identity; never pay twice.
+
+    Returns the job id (None when there was nothing to send) and the line to print.
+    """
+    with ctx.job_lock(pipeline.key(), timeout=60):
+        job = open_job(ctx.state(), pipeline.key(), MODE)
+        if job is not None:
+            sent = send_pending_parts(ctx, job.job_id) + resume_cron(ctx, job.job_id)
+            state = ctx.state()
+            running = [b.batch_id for b in state.batches_of(job.job_id) if not b.settled]
+            note = f"; sent now: {', '.join(sent)}" if sent else ""
+            return job.job_id, (
+                f"job {job.job_id} was already submitted ({len(running)} batch(es) running: "
+                f"{', '.join(running) or 'none'}){note}; nothing was sent twice"
+            )
+        creds = credentials.resolve(ctx.ws.root)
+        openai_api.require_key(creds)
+        spec = CronSpec.from_params(params.get("cron"))
+        check_cron_prerequisites(ctx, spec)
+        job_id, created = create_job(ctx, pipeline, MODE, {**params, "base_url": creds.base_url})
+        lines = batch_lines(pipeline.work(job_id))
+        parts = plan_parts(ctx, job_id, pipeline.model, lines, limits, first_index=0, attempt=1)
+        if not parts:
+            return None, f"{pipeline.name}: nothing to do, every result is already stored"
+        ctx.record(replace(created, n_items=sum(p.n_items for p in parts)), *parts)
+        batches = send_pending_parts(ctx, job_id)
+        n = sum(p.n_items for p in parts)
+        how = "cron polls every 5 minutes" if spec else f"poll with --batch-id {batches[0]}" if batches else ""
+        return job_id, f"submitted {n} requests as {', '.join(batches)} (job {job_id}); {how}"

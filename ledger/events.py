@@ -108,6 +108,7 @@ class ItemsApplied:
     custom_ids: tuple[str, ...]
     attempt: int
     kind: str = "apply"
+    usage: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class ItemsFailed:
     batch_id: str | None
     failures: tuple[tuple[str, str, bool], ...]
     attempt: int
+    usage: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ class BatchState:
     cron: bool = False
     adopted: bool = False
     requeued: bool = False
+    usage: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def settled(self) -> bool:
@@ -86,6 +87,7 @@ class JobState:
     failures: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
     finalized_at: datetime | None = None
     outputs: Mapping[str, Any] = field(default_factory=dict)
+    usage: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def finalized(self) -> bool:
@@ -117,6 +119,12 @@ def _with_job(state: State, job: JobState) -> State:
 
 def _with_batch(state: State, batch: BatchState) -> State:
     return replace(state, batches={**state.batches, batch.batch_id: batch})
+
+
+def _add(total: Mapping[str, int], more: Mapping[str, int]) -> Mapping[str, int]:
+    if not more:
+        return total
+    return {**total, **{k: total.get(k, 0) + v for k, v in more.items()}}
 
 
 def apply(state: State, record: Record) -> State:
@@ -151,28 +159,38 @@ def apply(state: State, record: Record) -> State:
             batch = replace(state.batches[batch_id], status=status, counts=dict(counts), errors=errors, polled_at=ts)
             return _with_batch(state, batch)
         case FilesStored(batch_id=batch_id, files=files):
-            return _with_batch(state, replace(state.batches[batch_id], files=dict(files)))
-        case ItemsApplied(job_id=job_id, batch_id=batch_id, custom_ids=ids, kind=kind):
+            batch = state.batches[batch_id]
+            return _with_batch(state, replace(batch, files={**(batch.files or {}), **files}))
+        case ItemsApplied(job_id=job_id, batch_id=batch_id, custom_ids=ids, kind=kind, usage=usage):
             if kind != "apply":
                 return state
             job = state.jobs[job_id]
             failures = job.failures
             if failures and any(cid in failures for cid in ids):
-                failures = {k: v for k, v in failures.items() if k not in set(ids)}
-            job = replace(job, applied=job.applied + len(ids), failures=failures, updated_at=ts)
+                done = set(ids)
+                failures = {k: v for k, v in failures.items() if k not in done}
+            job = replace(
+                job, applied=job.applied + len(ids), failures=failures, usage=_add(job.usage, usage), updated_at=ts
+            )
             state = _with_job(state, job)
             if batch_id is not None:
                 batch = state.batches[batch_id]
-                state = _with_batch(state, replace(batch, applied=batch.applied + len(ids)))
+                batch = replace(batch, applied=batch.applied + len(ids), usage=_add(batch.usage, usage))
+                state = _with_batch(state, batch)
             return state
-        case ItemsFailed(job_id=job_id, batch_id=batch_id, failures=failed):
+        case ItemsFailed(job_id=job_id, batch_id=batch_id, failures=failed, usage=usage):
             job = state.jobs[job_id]
             merged = {**job.failures, **{cid: (reason, retryable) for cid, reason, retryable in failed}}
-            state = _with_job(state, replace(job, failures=merged, updated_at=ts))
+            state = _with_job(state, replace(job, failures=merged, usage=_add(job.usage, usage), updated_at=ts))
             if batch_id is not None:
                 batch = state.batches[batch_id]
                 retry = tuple(cid for cid, _, retryable in failed if retryable)
-                batch = replace(batch, failed=batch.failed + len(failed), retryable=batch.retryable + retry)
+                batch = replace(
+                    batch,
+                    failed=batch.failed + len(failed),
+                    retryable=batch.retryable + retry,
+                    usage=_add(batch.usage, usage),
+                )
                 state = _with_batch(state, batch)
             return state
         case BatchSettled(batch_id=batch_id, status=status, reason=reason):

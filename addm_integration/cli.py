@@ -1,0 +1,155 @@
+"""The flags both pipelines share (CONTRACT §1) and the one driver that turns them into a run and an exit code.
+
+Every failure a user can cause or meet ends here as one line on stderr with its exit code (CONTRACT §6);
+a traceback means a bug of ours, never bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from addm_integration import fetch, ondemand, prices, submit
+from addm_integration.context import Context
+from addm_integration.errors import AddmError, Transient
+from addm_integration.pipeline import Pipeline
+from ledger.log import LedgerBusy
+
+_NOT_FOR_CRON = {"--wait": 0, "--dry-run": 0, "--replay": 0, "--root": 1, "--crontab-file": 1, "--batch-id": 1}
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
+def parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        allow_abbrev=False,  # the cron line repeats these flags; an abbreviation must not change meaning later
+        epilog="Exit codes: 0 done (or nothing to do), 2 bad input, 75 transient failure (the next run retries), "
+        "1 ledger corrupt.",
+    )
+    p.add_argument("--llm-mode", choices=("ondemand", "24hrbatch"), default="ondemand", help="default: ondemand")
+    p.add_argument("--batch-id", help="fetch-only: check this batch; when done apply, finalize, remove its cron entry")
+    p.add_argument("--root", help="workspace root (env ADDM_ROOT, default: the current directory)")
+    p.add_argument("--domain", default="yelp", help="default: yelp")
+    p.add_argument("--k", type=int, choices=(25, 50, 100, 200), default=25, help="reviews per restaurant (25)")
+    p.add_argument("--model", default="gpt-5-nano", help="default: gpt-5-nano")
+    p.add_argument("--crontab-file", help="use this tab file instead of your crontab (env ADDM_CRONTAB)")
+    p.add_argument("--no-cron", action="store_true", help="install no cron entry; poll yourself with --batch-id")
+    p.add_argument("--wait", action="store_true", help="poll in the foreground until applied and finalized")
+    p.add_argument("--poll-interval", type=float, default=60.0, help="seconds between polls with --wait (60)")
+    p.add_argument("--replay", action="store_true", help="with --batch-id: apply its stored files again, offline")
+    p.add_argument("--max-attempts", type=positive_int, default=3, help="submissions of a retryable item (3)")
+    p.add_argument("--dry-run", action="store_true", help="print requests, sizes, batches and cost; send nothing")
+    p.add_argument("--max-batch-requests", type=positive_int, default=submit.MAX_REQUESTS, help="default 50,000")
+    p.add_argument("--max-batch-bytes", type=positive_int, default=submit.MAX_BYTES, help="default 200,000,000")
+    return p
+
+
+def cron_args(argv: Sequence[str], root: Path) -> list[str]:
+    """The submit's own arguments for its cron line: same flags, an absolute root, nothing interactive."""
+    out: list[str] = []
+    skip = 0
+    for token in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = token.split("=", 1)[0]
+        if name in _NOT_FOR_CRON:
+            skip = _NOT_FOR_CRON[name] if "=" not in token else 0
+            continue
+        out.append(token)
+    return ["--root", str(root), *out]
+
+
+def run(
+    p: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    cls: type[Pipeline],
+    build: Callable[[Context, Any], Pipeline],
+) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv)
+    if args.replay and not args.batch_id:
+        p.error("--replay needs --batch-id")
+    root = Path(args.root or os.environ.get("ADDM_ROOT") or ".").resolve()
+    try:
+        message = _dispatch(Context.open(root), args, argv, cls, build)
+    except AddmError as exc:
+        print(f"{p.prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except LedgerBusy as exc:
+        print(f"{p.prog}: {exc}; the next run retries", file=sys.stderr)
+        return Transient.exit_code
+    except KeyboardInterrupt:
+        print(f"{p.prog}: interrupted; what was applied is kept, run the same command to continue", file=sys.stderr)
+        return 130
+    if message:
+        print(message)
+    return 0
+
+
+def _dispatch(ctx: Context, args: Any, argv: list[str], cls: type[Pipeline], build: Callable[..., Pipeline]) -> str:
+    if args.batch_id:
+        message = fetch.fetch(ctx, cls, args.batch_id, replay=args.replay)
+        if args.wait and not args.replay:
+            job = ctx.state().job_of(args.batch_id)
+            return _wait(ctx, cls, job.job_id if job else "", args.poll_interval, message)
+        return message or ""
+    pipeline = build(ctx, args)
+    limits = submit.Limits(args.max_batch_requests, args.max_batch_bytes)
+    if args.dry_run:
+        return prices.dry_run(pipeline, limits)
+    if args.llm_mode == "ondemand":
+        return ondemand.execute(ctx, pipeline, args.concurrency)
+    tabfile = args.crontab_file or os.environ.get("ADDM_CRONTAB")
+    spec = None
+    if not args.no_cron:
+        spec = submit.CronSpec(
+            str(Path(tabfile).resolve()) if tabfile else None,
+            sys.executable,
+            cls.module,
+            tuple(cron_args(argv, ctx.ws.root)),
+        )
+    params = {
+        "max_attempts": args.max_attempts,
+        "limits": {"max_requests": limits.max_requests, "max_bytes": limits.max_bytes},
+        "cron": spec.to_params() if spec else None,
+    }
+    job_id, message = submit.submit(ctx, pipeline, params, limits)
+    if args.wait and job_id:
+        return _wait(ctx, cls, job_id, args.poll_interval, message)
+    return message
+
+
+def _wait(ctx: Context, cls: type[Pipeline], job_id: str, interval: float, first: str | None) -> str:
+    """Poll every batch of the job in the foreground until it is finalized, printing what each step did."""
+    if first:
+        print(first, flush=True)
+    while True:
+        state = ctx.state()
+        for batch in state.batches_of(job_id):
+            if not batch.settled or batch.cron or not state.jobs[job_id].finalized:
+                said = fetch.fetch(ctx, cls, batch.batch_id)
+                if said:
+                    print(said, flush=True)
+        if ctx.state().jobs[job_id].finalized:
+            return ""
+        time.sleep(interval)

@@ -1,0 +1,204 @@
+"""``addm-extract``: one judgment per (task, review), stored in the judgment cache.
+
+The cache is the source of truth for what is done: the work list is every selected review without a judgment,
+so a rerun after any failure asks only for what is missing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+
+from addm_integration import answers, cli
+from addm_integration.context import Context
+from addm_integration.custom_id import CustomIdError, ReviewId, parse
+from addm_integration.errors import BadInput
+from addm_integration.inputs import Task, read_dataset, read_json, read_task
+from addm_integration.outcomes import Outcome
+from addm_integration.pipeline import Applied, WorkItem
+from addm_integration.workspace import atomic_write
+from ledger.reducer import JobState
+
+REVIEW_CHARS = 8000
+
+
+def request_body(task: Task, review: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The one request body of a review, for a live call and a batch line alike (no temperature: gpt-5 refuses)."""
+    lines = [
+        f"You are judging one restaurant review for this task: {task.description}",
+        "",
+        "Fields to fill when the review is relevant:",
+    ]
+    for name, values in task.fields.items():
+        lines.append(f"{name.upper()} (one of: {', '.join(values)})")
+        lines.extend(f"  - {value}: {meaning}" for value, meaning in values.items())
+    lines += [
+        "",
+        "Review:",
+        str(review["text"])[:REVIEW_CHARS],
+        "",
+        "Answer with a JSON object: is_relevant (true when the review bears on the task) and every field above. "
+        "When the review is not relevant, set is_relevant to false and each field to its first value.",
+    ]
+    properties: dict[str, Any] = {"is_relevant": {"type": "boolean"}}
+    properties.update({name: {"type": "string", "enum": list(values)} for name, values in task.fields.items()})
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": "\n".join(lines)}],
+        "response_format": answers.response_format(f"judgment_{task.task_id}", properties),
+    }
+
+
+def parse_judgment(task: Task, review: Mapping[str, Any], text: str) -> dict[str, Any]:
+    """The cached judgment of an answer: out-of-list values fall back to the field's default. Raises ValueError."""
+    answer = answers.parse_json_answer(text)
+    if not isinstance(answer, dict):
+        raise ValueError("not a JSON object")
+    relevant = answer.get("is_relevant", answer.get("is_allergy_related"))
+    if not isinstance(relevant, bool):
+        raise ValueError("is_relevant missing or not a boolean")
+    judgment: dict[str, Any] = {"review_id": review["review_id"], "is_relevant": relevant}
+    if relevant:
+        for name, values in task.fields.items():
+            value = answer.get(name)
+            judgment[name] = value if value in values else next(iter(values))
+    for name in ("date", "stars", "useful"):
+        judgment[name] = review.get(name)
+    return judgment
+
+
+@dataclass
+class Extract:
+    name: ClassVar[str] = "extract"
+    module: ClassVar[str] = "addm_integration.extract"
+    ctx: Context
+    task_id: str
+    domain: str = "yelp"
+    k: int = 25
+    limit: int | None = None
+    model: str = "gpt-5-nano"
+    _task: Task | None = field(default=None, repr=False)
+    _reviews: dict[str, Mapping[str, Any]] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_params(cls, ctx: Context, params: Mapping[str, Any]) -> Extract:
+        return cls(ctx, params["task"], params["domain"], params["k"], params["limit"], params["model"])
+
+    def params(self) -> dict[str, Any]:
+        return {"task": self.task_id, "domain": self.domain, "k": self.k, "limit": self.limit, "model": self.model}
+
+    def key(self) -> str:
+        return f"extract|{self.domain}|{self.task_id}|K{self.k}|limit={self.limit}|{self.model}"
+
+    @property
+    def task(self) -> Task:
+        if self._task is None:
+            path = self.ctx.ws.task(self.domain, self.task_id)
+            self._task = read_task(path)
+            if self._task.task_id != self.task_id:
+                raise BadInput(f"{path}: task_id is {self._task.task_id!r}, expected {self.task_id!r}")
+        return self._task
+
+    @property
+    def reviews(self) -> dict[str, Mapping[str, Any]]:
+        """review_id -> review of the selected restaurants, in dataset order."""
+        if self._reviews is None:
+            reviews: dict[str, Mapping[str, Any]] = {}
+            for n, record in enumerate(read_dataset(self.ctx.ws.dataset(self.domain, self.k))):
+                if self.limit is not None and n >= self.limit:
+                    break
+                for review in record["reviews"]:
+                    reviews[review["review_id"]] = {**review, "business_id": record["business_id"]}
+            self._reviews = reviews
+        return self._reviews
+
+    @property
+    def cache_path(self) -> Path:
+        return self.ctx.ws.cache(self.domain)
+
+    def load_cache(self) -> dict[str, dict[str, Any]]:
+        if not self.cache_path.exists():
+            return {}
+        cache = read_json(self.cache_path, "judgment cache")
+        if not isinstance(cache, dict):
+            raise BadInput(f"{self.cache_path}: expected a JSON object of task -> review_id -> judgment")
+        return cache
+
+    def work(self, job_id: str) -> Iterator[WorkItem]:
+        task = self.task
+        done = self.load_cache().get(self.task_id, {})
+        for review_id, review in self.reviews.items():
+            if review_id not in done:
+                cid = ReviewId(self.task_id, review["business_id"], review_id).encode()
+                yield WorkItem(cid, request_body(task, review, self.model))
+
+    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
+        cache = self.load_cache()
+        table = cache.setdefault(self.task_id, {})
+        applied: list[str] = []
+        failures: list[tuple[str, str, bool]] = []
+        for outcome in outcomes:
+            if not outcome.ok:
+                failures.append((outcome.custom_id, outcome.error or "error", outcome.retryable))
+                continue
+            review = self._route(outcome.custom_id)
+            if review is None:
+                failures.append((outcome.custom_id, "not a review of this job", False))
+                continue
+            try:
+                judgment = parse_judgment(self.task, review, outcome.content or "")
+            except ValueError as exc:
+                failures.append((outcome.custom_id, f"unparsable answer: {exc}", True))
+                continue
+            table[review["review_id"]] = judgment
+            applied.append(outcome.custom_id)
+        if applied:
+            atomic_write(self.cache_path, orjson.dumps(cache))
+        return Applied(tuple(applied), tuple(failures))
+
+    def _route(self, custom_id: str) -> Mapping[str, Any] | None:
+        try:
+            target = parse(custom_id)
+        except CustomIdError:
+            return None
+        if not isinstance(target, ReviewId) or target.task_id != self.task_id:
+            return None
+        review = self.reviews.get(target.review_id)
+        return review if review is not None and review["business_id"] == target.business_id else None
+
+    def finalize(self, job: JobState) -> dict[str, Any]:
+        """Apply already persisted every judgment; finalize records where the cache is and how full it is."""
+        table = self.load_cache().get(self.task_id, {})
+        return {
+            "cache": str(self.cache_path),
+            "judgments": sum(1 for r in self.reviews if r in table),
+            "reviews": len(self.reviews),
+        }
+
+    def summary(self, job: JobState) -> str:
+        out = job.outputs
+        missing = out.get("reviews", 0) - out.get("judgments", 0)
+        tail = f"; {missing} missing (run again to ask for them)" if missing else ""
+        judged = f"{out.get('judgments')}/{out.get('reviews')}"
+        return f"extract {self.task_id}: {judged} reviews judged in {out.get('cache')}{tail}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = cli.parser("addm-extract", "Per-review judgments for one task, ondemand or through the Batch API.")
+    parser.add_argument("--task", required=True, help="task id, e.g. G1a (data/tasks/<domain>/<task>.json)")
+    parser.add_argument("--limit", type=cli.positive_int, default=None, help="only the first N restaurants")
+    parser.add_argument("--concurrency", type=cli.positive_int, default=8, help="ondemand calls in flight (8)")
+
+    def build(ctx: Context, args: Any) -> Extract:
+        return Extract(ctx, args.task, args.domain, args.k, args.limit, args.model)
+
+    return cli.run(parser, argv, Extract, build)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

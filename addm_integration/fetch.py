@@ -1,0 +1,218 @@
+"""24hrbatch fetch: poll a batch, store its files, apply them once, requeue, finalize the job, remove the entry.
+
+Each step is decided from the ledger alone and recorded right after its effect, so a run that stopped anywhere
+is finished by the next one and a run with nothing to do does nothing: no write, and once the job is finalized
+and the entry gone, not even a status check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import orjson
+
+from addm_integration import credentials, openai_api, submit
+from addm_integration.context import Context
+from addm_integration.errors import BadInput, Corrupt
+from addm_integration.outcomes import Outcome, from_batch_line
+from addm_integration.pipeline import Pipeline, apply_outcomes, finalize
+from ledger.events import BatchPolled, BatchSettled, CronRemoved, FilesStored
+from ledger.reducer import TERMINAL, BatchState, JobState, State
+
+RESULT_KINDS = ("output", "error")
+
+
+def files_complete(batch: BatchState) -> bool:
+    return batch.files is not None and all(kind in batch.files for kind in RESULT_KINDS)
+
+
+def input_lines(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(custom_id, request line) of a batch's stored input, the source of requeues and of the submitted set."""
+    with path.open("rb") as f:
+        for raw in f:
+            if raw.strip():
+                yield orjson.loads(raw)["custom_id"], raw if raw.endswith(b"\n") else raw + b"\n"
+
+
+def needs_requeue(job: JobState, batch: BatchState, max_attempts: int) -> list[str]:
+    """The batch's retryable failures still failing, when another attempt is allowed and not yet planned."""
+    if batch.requeued or batch.attempt >= max_attempts:
+        return []
+    return [c for c in batch.retryable if c in job.failures and job.failures[c][1]]
+
+
+def job_complete(state: State, job: JobState) -> bool:
+    """Nothing more can arrive: every part sent, every batch settled, every allowed retry done."""
+    max_attempts = int(job.params.get("max_attempts", 3))
+    if any(p.batch_id is None for p in job.parts.values()):
+        return False
+    return all(b.settled and not needs_requeue(job, b, max_attempts) for b in state.batches_of(job.job_id))
+
+
+def fetch(ctx: Context, pipeline_cls: type[Pipeline], batch_id: str, *, replay: bool = False) -> str | None:
+    """Advance one batch as far as it can go; the message to print, or None for a silent run."""
+    state = ctx.state()
+    batch = state.batches.get(batch_id)
+    if batch is None:
+        raise BadInput(f"unknown batch id {batch_id!r}: no such batch in {ctx.ledger.path}")
+    job = state.jobs[batch.job_id]
+    if job.pipeline != pipeline_cls.name:
+        raise BadInput(f"batch {batch_id} belongs to a {job.pipeline} job, not {pipeline_cls.name}")
+    if not replay and batch.settled and job.finalized and not batch.cron:
+        return None
+    lock = ctx.job_lock(job.key, timeout=0)
+    if not ctx.try_acquire(lock):
+        return None  # another run is working on this job; it will do what this one would
+    try:
+        pipeline = pipeline_cls.from_params(ctx, job.params["pipeline"])
+        if replay:
+            return _replay(ctx, pipeline, batch_id)
+        return _advance(ctx, pipeline, batch_id)
+    finally:
+        lock.release()
+
+
+def _advance(ctx: Context, pipeline: Pipeline, batch_id: str) -> str | None:
+    state = ctx.state()
+    batch, job = state.batches[batch_id], state.jobs[state.batches[batch_id].job_id]
+    said: list[str] = []
+    if not batch.settled:
+        if not files_complete(batch) and not _poll_and_store(ctx, job, batch):
+            return None
+        state = ctx.state()
+        said.append(_settle(ctx, pipeline, state, batch_id))
+    said.extend(_after_settle(ctx, pipeline, batch_id))
+    return "\n".join(said) or None
+
+
+def _after_settle(ctx: Context, pipeline: Pipeline, batch_id: str) -> list[str]:
+    """Requeue, send what is still unsent, finalize a complete job, then remove the settled batch's entry."""
+    said: list[str] = []
+    state = ctx.state()
+    job = state.job_of(batch_id)
+    assert job is not None
+    retry = needs_requeue(job, state.batches[batch_id], int(job.params.get("max_attempts", 3)))
+    if retry:
+        said.append(_requeue(ctx, job, state.batches[batch_id], retry))
+    if any(p.batch_id is None for p in job.parts.values()):
+        sent = submit.send_pending_parts(ctx, job.job_id)
+        if sent:
+            said.append(f"submitted {', '.join(sent)}")
+    state = ctx.state()
+    job = state.jobs[job.job_id]
+    if not job.finalized and job_complete(state, job):
+        ctx.record(finalize(pipeline, job))
+        job = ctx.state().jobs[job.job_id]
+        said.append(pipeline.summary(job))
+    if state.batches[batch_id].cron:
+        spec = submit.CronSpec.from_params(job.params.get("cron"))
+        if spec is not None:
+            spec.table().remove(batch_id)
+        ctx.record(CronRemoved(batch_id))
+    return said
+
+
+def _poll_and_store(ctx: Context, job: JobState, batch: BatchState) -> bool:
+    """Check the batch; once terminal, download its files (each only once). True when they are all stored."""
+    creds = credentials.resolve(ctx.ws.root, base_url=job.params.get("base_url"))
+    api = openai_api.client(creds)
+    remote = openai_api.retrieve(api, creds, batch.batch_id)
+    counts = remote.request_counts.model_dump() if remote.request_counts else {}
+    errors = openai_api.batch_errors(remote)
+    if (remote.status, counts, errors) != (batch.status, dict(batch.counts), tuple(batch.errors)):
+        ctx.record(BatchPolled(batch.batch_id, remote.status, counts, errors))
+    if remote.status not in TERMINAL:
+        return False
+    stored = dict(batch.files or {})
+    for kind, file_id in (("output", remote.output_file_id), ("error", remote.error_file_id)):
+        if kind in stored:
+            continue
+        dest = ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl"
+        meta = openai_api.download(api, creds, file_id, dest) if file_id else {"file_id": None}
+        ctx.record(FilesStored(batch.batch_id, {kind: meta}))
+    return True
+
+
+def _read_results(ctx: Context, batch: BatchState, submitted: set[str]) -> tuple[dict[str, Outcome], int]:
+    """Outcomes by custom_id from the stored files, and the count of lines that belong to no submitted item."""
+    outcomes: dict[str, Outcome] = {}
+    unroutable = 0
+    for kind in RESULT_KINDS:
+        if not (batch.files or {}).get(kind, {}).get("file_id"):
+            continue
+        path = ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl"
+        with path.open("rb") as f:
+            for number, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    line = orjson.loads(raw)
+                    cid = line.get("custom_id")
+                except (orjson.JSONDecodeError, AttributeError):
+                    raise Corrupt(f"{path}: line {number}: not a JSON object; replay after fixing it") from None
+                if not isinstance(cid, str) or cid not in submitted or cid in outcomes:
+                    unroutable += 1
+                    continue
+                outcomes[cid] = from_batch_line(line)
+    return outcomes, unroutable
+
+
+def _settle(ctx: Context, pipeline: Pipeline, state: State, batch_id: str, kind: str = "apply") -> str:
+    """Apply the stored files; every submitted item ends applied or failed with a reason."""
+    batch = state.batches[batch_id]
+    job = state.jobs[batch.job_id]
+    input_path = ctx.ws.batch_dir(batch_id) / "input.jsonl"
+    if not input_path.exists():
+        raise Corrupt(f"{input_path}: the batch's input is missing; its results cannot be matched to requests")
+    submitted = {cid for cid, _ in input_lines(input_path)}
+    outcomes, unroutable = _read_results(ctx, batch, submitted)
+    reason = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in batch.errors)
+    for cid in sorted(submitted - outcomes.keys()):
+        if batch.status == "failed":
+            outcomes[cid] = Outcome(cid, error=f"batch failed: {reason or 'no reason given'}", retryable=False)
+        else:
+            outcomes[cid] = Outcome(cid, error="missing from both result files", retryable=True)
+    result, events = apply_outcomes(
+        pipeline, job, list(outcomes.values()), batch_id=batch_id, attempt=batch.attempt, kind=kind
+    )
+    if kind == "apply":
+        settled = BatchSettled(batch_id, batch.status, len(result.applied), len(result.failures), unroutable, reason)
+        ctx.record(*events, settled)
+    else:
+        ctx.record(*events)
+    line = f"batch {batch_id} {batch.status}: {len(result.applied)} applied, {len(result.failures)} failed"
+    if unroutable:
+        line += f", {unroutable} result lines matched no submitted request"
+    if batch.status == "failed":
+        line += f" ({reason}); run the same command again later to send what is missing"
+    return line
+
+
+def _requeue(ctx: Context, job: JobState, batch: BatchState, ids: Sequence[str]) -> str:
+    wanted = set(ids)
+    lines = ((c, raw) for c, raw in input_lines(ctx.ws.batch_dir(batch.batch_id) / "input.jsonl") if c in wanted)
+    limits = submit.Limits(**job.params.get("limits", {}))
+    model = job.parts[batch.idem_key].model
+    parts = submit.plan_parts(
+        ctx,
+        job.job_id,
+        model,
+        lines,
+        limits,
+        first_index=len(job.parts),
+        attempt=batch.attempt + 1,
+        source_batch=batch.batch_id,
+    )
+    ctx.record(*parts)
+    return f"requeued {len(wanted)} retryable failures of {batch.batch_id} (attempt {batch.attempt + 1})"
+
+
+def _replay(ctx: Context, pipeline: Pipeline, batch_id: str) -> str:
+    state = ctx.state()
+    batch = state.batches[batch_id]
+    if not files_complete(batch):
+        raise BadInput(f"batch {batch_id} has no stored result files yet; nothing to replay")
+    if not batch.settled:
+        return _settle(ctx, pipeline, state, batch_id)
+    return _settle(ctx, pipeline, state, batch_id, kind="replay").replace(" applied", " re-applied", 1)

@@ -1,0 +1,101 @@
+"""Reading the workspace's input files, each failure a one-line BadInput naming the file and line or field.
+
+Inputs are read-only and checked before anything is sent, so a malformed dataset or task costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from addm_integration.errors import BadInput
+
+
+def read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise BadInput(f"{path}: {what} not found")
+    try:
+        return orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_dataset(path: Path) -> Iterator[dict[str, Any]]:
+    """The restaurant records, one per line, each checked for the fields the pipelines use."""
+    if not path.is_file():
+        raise BadInput(f"{path}: dataset not found (generate one with scripts/gen_data.py --root DIR)")
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise BadInput(f"{path}: line {number}: not valid JSON") from None
+            if not isinstance(record, dict):
+                raise BadInput(f"{path}: line {number}: expected a JSON object")
+            for field in ("business_id", "business", "reviews"):
+                if field not in record:
+                    raise BadInput(f"{path}: line {number}: missing field {field!r}")
+            if not isinstance(record["reviews"], list):
+                raise BadInput(f"{path}: line {number}: field 'reviews' is not a list")
+            for i, review in enumerate(record["reviews"]):
+                if not isinstance(review, dict) or not isinstance(review.get("review_id"), str):
+                    raise BadInput(f"{path}: line {number}: reviews[{i}] has no string 'review_id'")
+                if not isinstance(review.get("text"), str):
+                    raise BadInput(f"{path}: line {number}: reviews[{i}] has no string 'text'")
+            yield record
+
+
+@dataclass(frozen=True)
+class Task:
+    """A per-review task: fields with their allowed values in order, the first one each field's default."""
+
+    task_id: str
+    description: str
+    fields: Mapping[str, Mapping[str, str]]
+
+
+def read_task(path: Path) -> Task:
+    data = read_json(path, "task definition")
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: expected a JSON object")
+    for name, kind in (("task_id", str), ("description", str), ("fields", dict)):
+        if not isinstance(data.get(name), kind):
+            raise BadInput(f"{path}: field {name!r} missing or not a {kind.__name__}")
+    for name, values in data["fields"].items():
+        if not isinstance(values, dict) or not values:
+            raise BadInput(f"{path}: fields.{name}: expected a non-empty object of value -> meaning")
+        if not all(isinstance(v, str) for v in values.values()):
+            raise BadInput(f"{path}: fields.{name}: every meaning must be a string")
+    return Task(data["task_id"], data["description"], data["fields"])
+
+
+def read_text(path: Path, what: str) -> str:
+    if not path.is_file():
+        raise BadInput(f"{path}: {what} not found")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: not UTF-8 text") from None
+
+
+def read_ground_truth(path: Path) -> dict[str, str] | None:
+    """business_id -> verdict, or None when there is no ground-truth file (not an error: metrics are null)."""
+    if not path.exists():
+        return None
+    data = read_json(path, "ground truth")
+    restaurants = data.get("restaurants") if isinstance(data, dict) else None
+    if not isinstance(restaurants, dict):
+        raise BadInput(f"{path}: field 'restaurants' missing or not an object")
+    out: dict[str, str] = {}
+    for business_id, entry in restaurants.items():
+        verdict = (entry.get("ground_truth") or {}).get("verdict") if isinstance(entry, dict) else None
+        if not isinstance(verdict, str):
+            raise BadInput(f"{path}: restaurants.{business_id}.ground_truth.verdict missing")
+        out[business_id] = verdict
+    return out

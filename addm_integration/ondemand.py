@@ -1,0 +1,133 @@
+"""Ondemand mode: live chat completions with bounded concurrency, applied in chunks as they arrive.
+
+One failed call never stops the others: it becomes a failure outcome and the item stays missing, so the next run
+asks only for it. Results are applied every few hundred answers, so an interrupted run keeps what it got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
+
+from openai import AsyncOpenAI
+
+from addm_integration import credentials, openai_api
+from addm_integration.context import Context, create_job, open_job
+from addm_integration.credentials import Credentials
+from addm_integration.errors import BadInput
+from addm_integration.outcomes import Outcome, from_body, from_exception
+from addm_integration.pipeline import Pipeline, WorkItem, apply_outcomes, finalize
+
+MODE = "ondemand"
+CHUNK = 500
+CHUNK_SECONDS = 5.0
+
+
+async def _call(api: AsyncOpenAI, item: WorkItem, secret: str | None) -> Outcome:
+    started = time.perf_counter()
+    try:
+        response = await api.chat.completions.create(**item.body)
+    except Exception as exc:
+        return from_exception(item.custom_id, exc, secret)
+    latency = (time.perf_counter() - started) * 1000
+    return from_body(item.custom_id, response.model_dump(mode="json"), latency_ms=round(latency, 1))
+
+
+async def _run(
+    creds: Credentials,
+    items: Iterator[WorkItem],
+    concurrency: int,
+    flush: Callable[[list[Outcome]], None],
+    advance: Callable[[], None],
+) -> None:
+    api = openai_api.async_client(creds)
+    buffer: list[Outcome] = []
+    last_flush = time.monotonic()
+
+    async def worker() -> None:
+        nonlocal last_flush
+        for item in items:  # a shared iterator: each item is taken by exactly one worker
+            buffer.append(await _call(api, item, creds.api_key))
+            advance()
+            if len(buffer) >= CHUNK or time.monotonic() - last_flush >= CHUNK_SECONDS:
+                chunk = buffer[:]
+                buffer.clear()
+                last_flush = time.monotonic()
+                flush(chunk)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        if buffer:
+            flush(buffer[:])
+            buffer.clear()
+        await api.close()
+
+
+def progress(total: int, label: str) -> AbstractContextManager[Callable[[], None]]:
+    """A progress bar on a terminal; nothing at all otherwise (cron, pipes, tests)."""
+    if not sys.stderr.isatty() or total == 0:
+        return nullcontext(lambda: None)
+    from rich.progress import Progress
+
+    class _Bar:
+        def __enter__(self) -> Callable[[], None]:
+            self.bar = Progress(transient=True)
+            self.bar.start()
+            task = self.bar.add_task(label, total=total)
+            return lambda: self.bar.advance(task)
+
+        def __exit__(self, *exc: object) -> None:
+            self.bar.stop()
+
+    return _Bar()
+
+
+def run(
+    creds: Credentials, items: Iterable[WorkItem], total: int, concurrency: int, flush: Callable[[list[Outcome]], None]
+) -> None:
+    with progress(total, "requests") as advance:
+        asyncio.run(_run(creds, iter(items), concurrency, flush, advance))
+
+
+def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
+    """Run the open ondemand job of this identity (or a new one) to its end: call, apply in chunks, finalize."""
+    lock = ctx.job_lock(pipeline.key(), timeout=0)
+    if not ctx.try_acquire(lock):
+        raise BadInput(f"another run of this {pipeline.name} job is in progress in {ctx.ws.root}")
+    try:
+        job = open_job(ctx.state(), pipeline.key(), MODE)
+        if job is None:
+            job_id, created = create_job(ctx, pipeline, MODE, {})
+            items = list(pipeline.work(job_id))
+            if not items:
+                return f"{pipeline.name}: nothing to do, every result is already stored"
+            creds = credentials.resolve(ctx.ws.root)
+            openai_api.require_key(creds)
+            ctx.record(replace(created, n_items=len(items)))
+        else:
+            job_id = job.job_id
+            items = list(pipeline.work(job_id))
+            creds = credentials.resolve(ctx.ws.root)
+        job = ctx.state().jobs[job_id]
+        reasons: Counter[str] = Counter()
+
+        def flush(chunk: list[Outcome]) -> None:
+            result, events = apply_outcomes(pipeline, job, chunk, batch_id=None, attempt=1)
+            ctx.record(*events)
+            reasons.update(reason for _, reason, _ in result.failures)
+
+        run(creds, items, len(items), concurrency, flush)
+        ctx.record(finalize(pipeline, ctx.state().jobs[job_id]))
+        said = pipeline.summary(ctx.state().jobs[job_id])
+        if reasons:
+            top = ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common(3))
+            said += f"\n{reasons.total()} requests failed ({top}); run the same command again to retry them"
+        return said
+    finally:
+        lock.release()

@@ -1,0 +1,79 @@
+"""Prices per model and what a job costs: one table, the batch price half the ondemand one.
+
+USD per million tokens (input, cached input, output), standard tier. Override or extend it with a JSON file named
+by ``ADDM_PRICES`` (``{"model": [input, output]}``); a model not in the table is reported with unknown cost.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import orjson
+
+from addm_integration import submit
+from addm_integration.errors import BadInput
+from addm_integration.pipeline import Pipeline
+
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-5-nano": (0.05, 0.40),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5": (1.25, 10.00),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+}
+BATCH_DISCOUNT = 0.5
+# What a dry run assumes an answer costs, for lack of the answer: judgments are short, verdicts longer.
+ASSUMED_OUTPUT_TOKENS = {"extract": 150, "run_baseline": 800}
+
+
+def table() -> dict[str, tuple[float, float]]:
+    path = os.environ.get("ADDM_PRICES")
+    if not path:
+        return PRICES
+    try:
+        extra = orjson.loads(Path(path).read_bytes())
+        return {**PRICES, **{str(m): (float(p[0]), float(p[1])) for m, p in extra.items()}}
+    except (OSError, orjson.JSONDecodeError, TypeError, ValueError, IndexError, AttributeError):
+        raise BadInput(f"{path} (ADDM_PRICES): expected a JSON object of model -> [input, output] USD per 1M") from None
+
+
+def cost(model: str, usage: Mapping[str, int], mode: str) -> float | None:
+    """USD for the tokens in ``usage`` (prompt_tokens, completion_tokens), or None for an unknown model."""
+    price = table().get(model)
+    if price is None:
+        return None
+    usd = (usage.get("prompt_tokens", 0) * price[0] + usage.get("completion_tokens", 0) * price[1]) / 1e6
+    return usd * (BATCH_DISCOUNT if mode == "24hrbatch" else 1.0)
+
+
+def dry_run(pipeline: Pipeline, limits: submit.Limits) -> str:
+    """What a run would send and cost, computed from the very request lines it would send; nothing is written."""
+    count = size = batches = in_batch = batch_bytes = prompt_chars = 0
+    for _, line in submit.batch_lines(pipeline.work("dry-run")):
+        count += 1
+        size += len(line)
+        prompt_chars += len(line)
+        if not batches or in_batch >= limits.max_requests or batch_bytes + len(line) > limits.max_bytes:
+            batches, in_batch, batch_bytes = batches + 1, 0, 0
+        in_batch += 1
+        batch_bytes += len(line)
+    usage = {
+        "prompt_tokens": prompt_chars // 4,
+        "completion_tokens": count * ASSUMED_OUTPUT_TOKENS.get(pipeline.name, 300),
+    }
+    live, batch = cost(pipeline.model, usage, "ondemand"), cost(pipeline.model, usage, "24hrbatch")
+    money = (
+        "cost unknown for this model"
+        if live is None or batch is None
+        else f"ondemand ${live:.4f}, 24hrbatch ${batch:.4f}"
+    )
+    return (
+        f"dry run, nothing sent: {count} requests, {size:,} bytes, {batches} batch(es) of at most "
+        f"{limits.max_requests:,} requests / {limits.max_bytes:,} bytes; about {usage['prompt_tokens']:,} input and "
+        f"{usage['completion_tokens']:,} output tokens ({pipeline.model}): {money}"
+    )

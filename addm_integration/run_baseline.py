@@ -1,0 +1,317 @@
+"""``addm-baseline``: one verdict per (policy, restaurant), scored against the ground truth once, at the end.
+
+Rows live in a per-job file beside the ledger until the job finalizes, so a failed restaurant is a failure row in
+both modes (never silently absent) and the set-level scoring sees exactly the same rows either way.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+
+from addm_integration import answers, cli, prices
+from addm_integration.context import Context
+from addm_integration.custom_id import CustomIdError, SampleId, parse
+from addm_integration.inputs import read_dataset, read_ground_truth, read_json, read_text
+from addm_integration.metrics import VERDICTS, normalize_verdict, score_rows
+from addm_integration.outcomes import Outcome
+from addm_integration.pipeline import Applied, WorkItem
+from addm_integration.workspace import atomic_write, atomic_write_json
+from ledger.log import format_ts
+from ledger.reducer import JobState
+
+_RISK_SCORE = re.compile(r"FINAL_RISK_SCORE\W*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
+
+SYSTEM_PROMPT = """\
+You are an expert auditor of restaurants. You receive the full record of one restaurant (its business data \
+and its customer reviews) under "Context", and an assessment policy under "Agenda". Apply the agenda to the \
+reviews and decide one verdict.
+
+Rules for your answer:
+1. Answer with one JSON object and nothing else: no Markdown, no commentary before or after it.
+2. "verdict" is exactly one of "Low Risk", "High Risk" or "Critical Risk", as the agenda defines them.
+3. "evidences" lists the reviews your verdict rests on. Each evidence has:
+   - "evidence_id": "E1", "E2", ... in order;
+   - "review_id": the id of the review, copied exactly from the context;
+   - "field": which aspect of the agenda the review speaks to (for example incident_severity);
+   - "judgement": your reading of the review on that aspect (for example "severe, firsthand");
+   - "snippet": a short verbatim quote from the review that supports the judgement.
+   Cite only reviews that exist in the context; never invent a review id or a quote.
+4. "justification" explains the verdict:
+   - "triggered_rule": the agenda rule that decides the verdict (for example "R1");
+   - "direct_evidence": the evidence ids that trigger that rule;
+   - "reasoning": two to four sentences connecting the evidence to the rule.
+5. "other_notes": anything a human reviewer should know (conflicting reviews, hearsay, ambiguity); an empty
+   string when there is nothing to add.
+When no review bears on the agenda, the verdict is the agenda's lowest level with an empty evidence list, and
+the justification says so. Base everything on the context alone: no outside knowledge of the restaurant.
+"""
+
+
+def answer_format() -> dict[str, Any]:
+    string = {"type": "string"}
+    evidence = answers.strict_object(
+        {"evidence_id": string, "review_id": string, "field": string, "judgement": string, "snippet": string}
+    )
+    justification = answers.strict_object(
+        {"triggered_rule": string, "direct_evidence": {"type": "array", "items": string}, "reasoning": string}
+    )
+    return answers.response_format(
+        "restaurant_verdict",
+        {
+            "verdict": {"type": "string", "enum": list(VERDICTS)},
+            "evidences": {"type": "array", "items": evidence},
+            "justification": justification,
+            "other_notes": string,
+        },
+    )
+
+
+def request_body(record: Mapping[str, Any], agenda: str, model: str) -> dict[str, Any]:
+    """The one request body of a restaurant for both modes: the record as context, then the agenda."""
+    context = orjson.dumps(record).decode()
+    return {
+        "model": model,
+        "messages": [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": f"# Context\n\n{context}\n\n# Agenda\n\n{agenda}"},
+        ],
+        "response_format": answer_format(),
+    }
+
+
+def read_answer(text: str) -> tuple[Any, str | None, float | None]:
+    """(parsed JSON or None, normalized verdict, risk score); raises ValueError when no verdict can be read."""
+    try:
+        parsed = answers.parse_json_answer(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        verdict = normalize_verdict(str(parsed.get("verdict") or ""))
+        risk = None
+    else:
+        match = _RISK_SCORE.search(text)
+        verdict, risk = normalize_verdict(text), float(match.group(1)) if match else None
+    if verdict is None and risk is None:
+        raise ValueError("no verdict in the answer")
+    return (parsed if isinstance(parsed, dict) else None), verdict, risk
+
+
+def normalize_policy(policy: str) -> str:
+    return policy.replace("/", "_")
+
+
+@dataclass
+class Baseline:
+    name: ClassVar[str] = "run_baseline"
+    module: ClassVar[str] = "addm_integration.run_baseline"
+    ctx: Context
+    policy: str
+    domain: str = "yelp"
+    k: int = 25
+    n: int = 0
+    skip: int = 0
+    model: str = "gpt-5-nano"
+    dev: bool = False
+    run_dir: str = ""
+    _records: dict[str, Mapping[str, Any]] | None = field(default=None, repr=False)
+    _agenda: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.policy = normalize_policy(self.policy)
+        if not self.run_dir:  # fixed now, when the job is created, never at fetch time
+            stamp = self.ctx.clock().strftime("%Y%m%d_%H%M%S")
+            sub = (
+                Path("results", "dev", f"{stamp}_{self.policy}")
+                if self.dev
+                else Path("results", "baseline", self.policy)
+            )
+            self.run_dir = str(sub)
+
+    @classmethod
+    def from_params(cls, ctx: Context, params: Mapping[str, Any]) -> Baseline:
+        return cls(ctx, **params)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "domain": self.domain,
+            "k": self.k,
+            "n": self.n,
+            "skip": self.skip,
+            "model": self.model,
+            "dev": self.dev,
+            "run_dir": self.run_dir,
+        }
+
+    def key(self) -> str:
+        dev = "|dev" if self.dev else ""
+        return f"run_baseline|{self.domain}|{self.policy}|K{self.k}|n={self.n}|skip={self.skip}|{self.model}{dev}"
+
+    @property
+    def records(self) -> dict[str, Mapping[str, Any]]:
+        """business_id -> restaurant record of the selection (``--skip`` then ``-n``), in dataset order."""
+        if self._records is None:
+            selected: dict[str, Mapping[str, Any]] = {}
+            for i, record in enumerate(read_dataset(self.ctx.ws.dataset(self.domain, self.k))):
+                if i < self.skip:
+                    continue
+                if self.n and len(selected) >= self.n:
+                    break
+                selected[record["business_id"]] = record
+            self._records = selected
+        return self._records
+
+    def rows_path(self, job_id: str) -> Path:
+        return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.rows.json"
+
+    def load_rows(self, job_id: str) -> dict[str, dict[str, Any]]:
+        path = self.rows_path(job_id)
+        return read_json(path, "rows") if path.exists() else {}
+
+    @property
+    def agenda(self) -> str:
+        if self._agenda is None:
+            self._agenda = read_text(self.ctx.ws.agenda(self.domain, self.policy, self.k), "policy agenda")
+        return self._agenda
+
+    def work(self, job_id: str) -> Iterator[WorkItem]:
+        agenda = self.agenda
+        rows = self.load_rows(job_id)
+        for business_id, record in self.records.items():
+            if "error" not in rows.get(business_id, {"error": None}):
+                continue
+            yield WorkItem(SampleId(self.policy, business_id).encode(), request_body(record, agenda, self.model))
+
+    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
+        rows = self.load_rows(job.job_id)
+        applied: list[str] = []
+        failures: list[tuple[str, str, bool]] = []
+        for outcome in outcomes:
+            business_id = self._route(outcome.custom_id)
+            if business_id is None:
+                failures.append((outcome.custom_id, "not a restaurant of this job", False))
+                continue
+            name = self.records[business_id]["business"].get("name")
+            if outcome.ok:
+                try:
+                    rows[business_id] = self._row(job, business_id, name, outcome)
+                    applied.append(outcome.custom_id)
+                    continue
+                except ValueError as exc:
+                    outcome = Outcome(
+                        outcome.custom_id, usage=outcome.usage, error=f"unparsable answer: {exc}", retryable=True
+                    )
+            failures.append((outcome.custom_id, outcome.error or "error", outcome.retryable))
+            if "error" in rows.get(business_id, {"error": None}):  # a failure never replaces a success
+                rows[business_id] = {"business_id": business_id, "name": name, "error": outcome.error}
+        if outcomes:
+            atomic_write(self.rows_path(job.job_id), orjson.dumps(rows))
+        return Applied(tuple(applied), tuple(failures))
+
+    def _row(self, job: JobState, business_id: str, name: str | None, outcome: Outcome) -> dict[str, Any]:
+        text = outcome.content or ""
+        parsed, verdict, risk = read_answer(text)
+        usage = dict(outcome.usage or {})
+        return {
+            "business_id": business_id,
+            "name": name,
+            "response": text,
+            "parsed": parsed,
+            "verdict": verdict,
+            "risk_score": risk,
+            "prompt_chars": sum(len(m["content"]) for m in self._messages(business_id)),
+            "prompt_tokens": usage.get("prompt_tokens", 0),
+            "completion_tokens": usage.get("completion_tokens", 0),
+            "total_tokens": usage.get("total_tokens", 0),
+            "cost_usd": prices.cost(self.model, usage, job.mode),
+            "latency_ms": outcome.latency_ms,
+            "llm_calls": 1,
+        }
+
+    def _messages(self, business_id: str) -> list[Mapping[str, str]]:
+        return request_body(self.records[business_id], self.agenda, self.model)["messages"]
+
+    def _route(self, custom_id: str) -> str | None:
+        try:
+            target = parse(custom_id)
+        except CustomIdError:
+            return None
+        if not isinstance(target, SampleId) or target.run_name != self.policy:
+            return None
+        return target.sample_id if target.sample_id in self.records else None
+
+    def finalize(self, job: JobState) -> dict[str, Any]:
+        """Score every row of the run at once and write results.json into the run folder fixed at creation."""
+        rows = self.load_rows(job.job_id)
+        ordered = [
+            rows.get(b) or {"business_id": b, "name": r["business"].get("name"), "error": "no result"}
+            for b, r in self.records.items()
+        ]
+        gt_path = self.ctx.ws.ground_truth(self.domain, self.policy, self.k)
+        ground_truth = read_ground_truth(gt_path)
+        if ground_truth is None:
+            print(f"warning: no ground truth at {gt_path}; metrics are null", file=sys.stderr)
+        scored = score_rows(ordered, ground_truth)
+        results = {
+            "run_id": job.job_id,
+            "task_id": self.policy,
+            "policy_id": self.policy,
+            "gt_task_id": self.policy if ground_truth is not None else None,
+            "domain": self.domain,
+            "method": "direct",
+            "model": self.model,
+            "mode": job.mode,
+            "k": self.k,
+            "n": len(ordered),
+            "timestamp": format_ts(job.created_at),
+            "accuracy": scored["accuracy"],
+            "correct": scored["correct"],
+            "total": scored["total"],
+            "n_failed": scored["n_failed"],
+            "auprc": scored["auprc"],
+            "results": scored["rows"],
+        }
+        path = self.ctx.ws.root / self.run_dir / "results.json"
+        atomic_write_json(path, results)
+        return {
+            "results": str(path),
+            "accuracy": scored["accuracy"],
+            "correct": scored["correct"],
+            "total": scored["total"],
+            "n_failed": scored["n_failed"],
+            "ordinal_auprc": scored["auprc"]["ordinal_auprc"],
+        }
+
+    def summary(self, job: JobState) -> str:
+        out = job.outputs
+        acc = "n/a" if out.get("accuracy") is None else f"{out['accuracy']:.3f}"
+        auprc = "n/a" if out.get("ordinal_auprc") is None else f"{out['ordinal_auprc']:.3f}"
+        return (
+            f"run_baseline {self.policy}: accuracy {acc} ({out.get('correct')}/{out.get('total')}), "
+            f"ordinal AUPRC {auprc}, {out.get('n_failed')} failed -> {out.get('results')}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = cli.parser("addm-baseline", "Per-restaurant verdicts for one policy, scored against ground truth.")
+    parser.add_argument("--policy", required=True, help="policy id, e.g. G1_allergy_V2 (G1/allergy/V2 accepted)")
+    parser.add_argument("-n", type=cli.non_negative_int, default=0, help="restaurants to run, 0 = all (default)")
+    parser.add_argument("--skip", type=cli.non_negative_int, default=0, help="skip the first S restaurants")
+    parser.add_argument("--dev", action="store_true", help="write to results/dev/<timestamp>_<policy>/")
+    parser.add_argument("--concurrency", type=cli.positive_int, default=32, help="ondemand calls in flight (32)")
+
+    def build(ctx: Context, args: Any) -> Baseline:
+        return Baseline(ctx, args.policy, args.domain, args.k, args.n, args.skip, args.model, args.dev)
+
+    return cli.run(parser, argv, Baseline, build)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Reading the ledger: ``status``, ``show``, ``audit``, ``verify``. Generic: it knows jobs, batches and items.
+
+An application adds what only it knows (cron entries, prices) through ``Hooks``; everything here is derived from
+the records alone, so the same questions get the same answers on any copy of the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ledger.events import BatchCreated, ItemsApplied, to_payload
+from ledger.log import Ledger, LedgerCorrupt, Record, format_ts, utcnow
+from ledger.reducer import JobState, State, fold
+
+LEDGER_SUBDIR = Path("data") / "ledger"
+
+
+@dataclass
+class Hooks:
+    """What an application adds to the generic reading: extra status fields and extra subcommands."""
+
+    status_fields: Callable[[State, JobState, dict[str, Any]], dict[str, Any]] = lambda state, job, row: row
+    commands: Mapping[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any, Ledger], int]]] = field(
+        default_factory=dict
+    )
+
+
+def _age(since: datetime, now: datetime) -> str:
+    seconds = int((now - since).total_seconds())
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def status_rows(state: State, now: datetime) -> list[dict[str, Any]]:
+    rows = []
+    for job in state.jobs.values():
+        batches = [
+            {
+                "batch_id": b.batch_id,
+                "status": b.status,
+                "attempt": b.attempt,
+                "items": b.n_items,
+                "applied": b.applied,
+                "failed": b.failed,
+                "settled": b.settled,
+                "cron": b.cron,
+            }
+            for b in state.batches_of(job.job_id)
+        ]
+        failed = len(job.failures)
+        rows.append(
+            {
+                "job_id": job.job_id,
+                "pipeline": job.pipeline,
+                "mode": job.mode,
+                "target": job.params.get("pipeline", {}).get("task") or job.params.get("pipeline", {}).get("policy"),
+                "state": "finalized" if job.finalized else "running",
+                "items": job.n_items,
+                "submitted": job.submitted,
+                "applied": job.applied,
+                "failed": failed,
+                "pending": max(job.n_items - job.applied - failed, 0) if not job.finalized else 0,
+                "batches": batches,
+                "cron": any(b.cron for b in state.batches_of(job.job_id)),
+                "created_at": format_ts(job.created_at),
+                "age": _age(job.created_at, now),
+                "usage": dict(job.usage),
+            }
+        )
+    return rows
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    rows = [[("" if v is None else str(v)) for v in r] for r in rows]
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title)
+        for c in columns:
+            table.add_column(c)
+        for r in rows:
+            table.add_row(*r)
+        Console().print(table)
+        return
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def cmd_status(args: Any, ledger: Ledger, hooks: Hooks) -> int:
+    state = fold(ledger.records())
+    rows = [hooks.status_fields(state, state.jobs[r["job_id"]], r) for r in status_rows(state, utcnow())]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print(f"no jobs in {ledger.path}")
+        return 0
+    columns = ["job", "pipeline", "target", "mode", "state", "batches", "applied", "failed", "pending", "cron", "age"]
+    extra = [k for k in ("cost_usd", "saved_usd") if k in rows[0]]
+    table = []
+    for r in rows:
+        batches = ", ".join(f"{b['batch_id']} {b['status']}" for b in r["batches"]) or "-"
+        line = [r["job_id"], r["pipeline"], r["target"], r["mode"], r["state"], batches]
+        line += [f"{r['applied']}/{r['items']}", r["failed"], r["pending"], "yes" if r["cron"] else "no", r["age"]]
+        line += [("?" if r[k] is None else f"${r[k]:.4f}") for k in extra]
+        table.append(line)
+    _table("jobs", columns + [k.replace("_usd", "") for k in extra], table)
+    return 0
+
+
+def _event_dict(record: Record) -> dict[str, Any]:
+    type_name, version, data = to_payload(record.event)
+    return {"seq": record.seq, "ts": format_ts(record.ts), "type": type_name, "v": version, "data": data}
+
+
+def cmd_show(args: Any, ledger: Ledger, hooks: Hooks) -> int:
+    records = list(ledger.records())
+    state = fold(records)
+    ids = {args.id, *(state.jobs[args.id].batches if args.id in state.jobs else ())}
+    events = [
+        _event_dict(r)
+        for r in records
+        if getattr(r.event, "job_id", None) in ids or getattr(r.event, "batch_id", None) in ids
+    ]
+    if not events:
+        print(f"error: no job or batch {args.id!r} in {ledger.path}", file=sys.stderr)
+        return 2
+    if args.json:
+        _print_json(events)
+        return 0
+    for e in events:
+        data = {k: v for k, v in e["data"].items() if k not in ("job_id", "batch_id") or v != args.id}
+        if "custom_ids" in data:
+            data["custom_ids"] = f"<{len(data['custom_ids'])} ids>"
+        if "failures" in data:
+            data["failures"] = f"<{len(data['failures'])} failures>"
+        detail = " ".join(f"{k}={orjson.dumps(v).decode()}" for k, v in data.items() if v not in (None, {}, [], ""))
+        print(f"{e['ts']}  #{e['seq']:<6} {e['type']:<13} {detail}")
+    return 0
+
+
+def audit_entries(records: Iterable[Record], *, custom_id: str | None, batch_id: str | None) -> list[dict[str, Any]]:
+    """Every application of a custom_id, or every custom_id a batch applied, oldest first."""
+    out = []
+    for record in records:
+        event = record.event
+        if not isinstance(event, ItemsApplied):
+            continue
+        if batch_id is not None and event.batch_id != batch_id:
+            continue
+        for cid in event.custom_ids:
+            if custom_id is None or cid == custom_id:
+                out.append(
+                    {
+                        "custom_id": cid,
+                        "batch_id": event.batch_id,
+                        "job_id": event.job_id,
+                        "applied_at": format_ts(record.ts),
+                        "attempt": event.attempt,
+                        "kind": event.kind,
+                        "seq": record.seq,
+                    }
+                )
+    return out
+
+
+def cmd_audit(args: Any, ledger: Ledger, hooks: Hooks) -> int:
+    if (args.custom_id is None) == (args.batch is None):
+        print("error: give a CUSTOM_ID or --batch BATCH_ID (one of them)", file=sys.stderr)
+        return 2
+    records = list(ledger.records())
+    if args.batch is not None and not any(
+        isinstance(r.event, BatchCreated) and r.event.batch_id == args.batch for r in records
+    ):
+        print(f"error: no batch {args.batch!r} in {ledger.path}", file=sys.stderr)
+        return 2
+    entries = audit_entries(records, custom_id=args.custom_id, batch_id=args.batch)
+    if args.json:
+        _print_json(entries)
+        return 0
+    if not entries:
+        print(f"{args.custom_id or args.batch}: never applied")
+        return 0
+    columns = ["applied_at", "kind", "attempt", "batch_id", "job_id", "custom_id"]
+    _table("applications", columns, [[e[c] for c in columns] for e in entries])
+    return 0
+
+
+def cmd_verify(args: Any, ledger: Ledger, hooks: Hooks) -> int:
+    count, torn = ledger.verify()
+    if torn:
+        print(f"warning: {torn}", file=sys.stderr)
+    print(f"{ledger.path}: {count} records, sound")
+    return 0
+
+
+def build_parser(prog: str, hooks: Hooks) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Read the event ledger of a workspace.")
+    p.add_argument("--root", help="workspace root (env ADDM_ROOT, default: the current directory)")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("status", help="one row per job: batches, items applied/failed/pending, cron, age")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("show", help="the timeline of events of a job or batch")
+    s.add_argument("id")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("audit", help="every application of a custom_id, or every custom_id a batch applied")
+    s.add_argument("custom_id", nargs="?")
+    s.add_argument("--batch", metavar="BATCH_ID")
+    s.add_argument("--json", action="store_true")
+    sub.add_parser("verify", help="check every record; exit 1 at the first bad one")
+    for name, (configure, _) in hooks.commands.items():
+        configure(sub.add_parser(name))
+    return p
+
+
+COMMANDS = {"status": cmd_status, "show": cmd_show, "audit": cmd_audit, "verify": cmd_verify}
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m ledger", hooks: Hooks | None = None) -> int:
+    hooks = hooks or Hooks()
+    args = build_parser(prog, hooks).parse_args(argv)
+    root = Path(args.root or os.environ.get("ADDM_ROOT") or ".").resolve()
+    ledger = Ledger(root / LEDGER_SUBDIR)
+    try:
+        if args.command in hooks.commands:
+            return hooks.commands[args.command][1](args, ledger)
+        return COMMANDS[args.command](args, ledger, hooks)
+    except LedgerCorrupt as exc:
+        print(f"{prog}: ledger corrupt: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
