@@ -1,0 +1,136 @@
+"""The ledger: framed, checksummed records; a torn tail set aside, corruption anywhere else stops the reader."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger.events import (
+    BatchCreated,
+    BatchSettled,
+    FileUploaded,
+    ItemsApplied,
+    ItemsFailed,
+    JobCreated,
+    JobFinalized,
+    PartPlanned,
+    SchemaError,
+    from_payload,
+)
+from ledger.log import Ledger, LedgerCorrupt, Record
+from ledger.reducer import apply, fold
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _clock():
+    ticks = iter(range(10**9))
+    return lambda: T0 + timedelta(seconds=next(ticks))
+
+
+def _job_events(n_items: int = 3) -> list:
+    ids = tuple(f"c{i}" for i in range(n_items))
+    return [
+        JobCreated("j1", "extract", "24hrbatch", "key", {"x": 1}, n_items),
+        PartPlanned("j1", "j1-000", n_items, 100, 1, "/tmp/in.jsonl", "m"),
+        FileUploaded("j1", "j1-000", "file-1"),
+        BatchCreated("j1", "j1-000", "b1"),
+        ItemsApplied("j1", "b1", ids[:-1], 1, "apply", {"prompt_tokens": 10}),
+        ItemsFailed("j1", "b1", ((ids[-1], "HTTP 500", True),), 1),
+        BatchSettled("b1", "completed", n_items - 1, 1),
+        JobFinalized("j1", {"done": True}),
+    ]
+
+
+def _ledger(tmp_path: Path) -> Ledger:
+    return Ledger(tmp_path / "ledger", clock=_clock())
+
+
+def _cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ledger", "--root", str(root), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_records_round_trip_with_gapless_sequence(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    ledger.append(_job_events()[:3])
+    ledger.append(_job_events()[3:])
+    records = list(ledger.records())
+    assert [r.seq for r in records] == list(range(1, 9))
+    assert [r.event for r in records] == _job_events()
+    line = orjson.loads(ledger.path.read_bytes().splitlines()[0])
+    assert set(line) == {"seq", "ts", "type", "v", "data", "crc"}
+
+
+def test_fold_gives_job_and_batch_state(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    ledger.append(_job_events())
+    state = fold(ledger.records())
+    job, batch = state.jobs["j1"], state.batches["b1"]
+    assert (job.applied, len(job.failures), job.finalized, dict(job.usage)) == (2, 1, True, {"prompt_tokens": 10})
+    assert (batch.applied, batch.failed, batch.retryable, batch.settled) == (2, 1, ("c2",), True)
+
+
+def test_torn_final_record_is_ignored_then_set_aside_at_next_write(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    ledger.append(_job_events()[:4])
+    with open(ledger.path, "ab") as f:
+        f.write(b'{"seq":5,"ts":"2026-01-01T00:00:0')
+    warnings: list[str] = []
+    assert len(list(ledger.records(on_torn=warnings.append))) == 4
+    assert warnings and "torn" in warnings[0]
+    ledger.append(_job_events()[4:5])
+    assert [r.seq for r in ledger.records()] == [1, 2, 3, 4, 5]
+    assert (tmp_path / "ledger" / "events.jsonl.broken").read_bytes().startswith(b'{"seq":5')
+
+
+def test_verify_passes_with_a_torn_tail_and_fails_on_a_bad_middle_record(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "data" / "ledger", clock=_clock())
+    ledger.append(_job_events())
+    with open(ledger.path, "ab") as f:
+        f.write(b'{"seq":9')
+    torn = _cli(tmp_path, "verify")
+    assert torn.returncode == 0 and "torn" in torn.stderr
+
+    lines = ledger.path.read_bytes().splitlines(keepends=True)[:-1]
+    lines[3] = lines[3].replace(b'"b1"', b'"b2"')  # checksum no longer matches
+    ledger.path.write_bytes(b"".join(lines))
+    bad = _cli(tmp_path, "verify")
+    assert bad.returncode == 1
+    assert "line 4" in bad.stderr and "seq 4" in bad.stderr and str(ledger.path) in bad.stderr
+    with pytest.raises(LedgerCorrupt):
+        list(ledger.records())
+
+
+def test_record_from_a_newer_version_is_refused_not_misread(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    ledger.append(_job_events()[:1])
+    raw = ledger.path.read_bytes().replace(b'"v":1', b'"v":2')
+    head = raw[: raw.rindex(b',"crc"')]
+    ledger.path.write_bytes(head + b',"crc":"%08x"}\n' % zlib.crc32(head))
+    with pytest.raises(LedgerCorrupt, match="newer version"):
+        list(ledger.records())
+    with pytest.raises(SchemaError):
+        from_payload("JobCreated", 2, {})
+
+
+@given(st.integers(min_value=0, max_value=8))
+def test_folding_any_prefix_gives_a_valid_state_and_folding_is_deterministic(cut: int) -> None:
+    records = [Record(i + 1, T0, e) for i, e in enumerate(_job_events())]
+    state = fold(records[:cut])
+    assert state.last_seq == cut
+    assert fold(records[:cut]) == state
+    # Folding the rest onto the prefix state is the same as folding the whole log.
+    rest = state
+    for record in records[cut:]:
+        rest = apply(rest, record)
+    assert rest == fold(records)
