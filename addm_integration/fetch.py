@@ -12,8 +12,9 @@ from pathlib import Path
 
 import orjson
 
-from addm_integration import credentials, openai_api, submit
+from addm_integration import credentials, failpoints, openai_api, submit
 from addm_integration.context import Context
+from addm_integration.cron import cron_supported
 from addm_integration.errors import BadInput, Corrupt
 from addm_integration.outcomes import Outcome, from_batch_line
 from addm_integration.pipeline import Pipeline, apply_outcomes, finalize
@@ -59,7 +60,7 @@ def fetch(ctx: Context, pipeline_cls: type[Pipeline], batch_id: str, *, replay: 
     job = state.jobs[batch.job_id]
     if job.pipeline != pipeline_cls.name:
         raise BadInput(f"batch {batch_id} belongs to a {job.pipeline} job, not {pipeline_cls.name}")
-    if not replay and batch.settled and job.finalized and not batch.cron:
+    if not replay and batch.settled and job.finalized and not batch.cron and not _stray_entry(job, batch_id):
         return None
     lock = ctx.job_lock(job.key, timeout=0)
     if not ctx.try_acquire(lock):
@@ -95,6 +96,7 @@ def _after_settle(ctx: Context, pipeline: Pipeline, batch_id: str) -> list[str]:
     retry = needs_requeue(job, state.batches[batch_id], int(job.params.get("max_attempts", 3)))
     if retry:
         said.append(_requeue(ctx, job, state.batches[batch_id], retry))
+        job = ctx.state().jobs[job.job_id]
     if any(p.batch_id is None for p in job.parts.values()):
         sent = submit.send_pending_parts(ctx, job.job_id)
         if sent:
@@ -102,15 +104,25 @@ def _after_settle(ctx: Context, pipeline: Pipeline, batch_id: str) -> list[str]:
     state = ctx.state()
     job = state.jobs[job.job_id]
     if not job.finalized and job_complete(state, job):
-        ctx.record(finalize(pipeline, job))
+        failpoints.hit("before-finalize")
+        event = finalize(pipeline, job)
+        failpoints.hit("after-finalize-write")
+        ctx.record(event)
         job = ctx.state().jobs[job.job_id]
         said.append(pipeline.summary(job))
-    if state.batches[batch_id].cron:
-        spec = submit.CronSpec.from_params(job.params.get("cron"))
-        if spec is not None:
-            spec.table().remove(batch_id)
+    failpoints.hit("before-cron-remove")
+    spec = submit.CronSpec.from_params(job.params.get("cron"))
+    removed = spec is not None and cron_supported() and spec.table().remove(batch_id)
+    failpoints.hit("after-cron-remove")
+    if removed or state.batches[batch_id].cron:
         ctx.record(CronRemoved(batch_id))
     return said
+
+
+def _stray_entry(job: JobState, batch_id: str) -> bool:
+    """An entry the ledger does not know of (a crash between installing it and recording that): a local check."""
+    spec = submit.CronSpec.from_params(job.params.get("cron"))
+    return spec is not None and cron_supported() and spec.table().command(batch_id) is not None
 
 
 def _poll_and_store(ctx: Context, job: JobState, batch: BatchState) -> bool:
@@ -130,6 +142,7 @@ def _poll_and_store(ctx: Context, job: JobState, batch: BatchState) -> bool:
             continue
         dest = ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl"
         meta = openai_api.download(api, creds, file_id, dest) if file_id else {"file_id": None}
+        failpoints.hit(f"after-download-{kind}")
         ctx.record(FilesStored(batch.batch_id, {kind: meta}))
     return True
 
@@ -176,6 +189,7 @@ def _settle(ctx: Context, pipeline: Pipeline, state: State, batch_id: str, kind:
     result, events = apply_outcomes(
         pipeline, job, list(outcomes.values()), batch_id=batch_id, attempt=batch.attempt, kind=kind
     )
+    failpoints.hit("after-apply-write")
     if kind == "apply":
         settled = BatchSettled(batch_id, batch.status, len(result.applied), len(result.failures), unroutable, reason)
         ctx.record(*events, settled)

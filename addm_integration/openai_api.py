@@ -91,8 +91,20 @@ def api_call(what: str, creds: Credentials) -> Iterator[None]:
 
 
 def upload(api: OpenAI, creds: Credentials, path: Path, filename: str) -> str:
+    """One POST, no SDK retry (a retried upload the server had taken would leave an orphan file)."""
     with api_call("upload of the batch input", creds), open(path, "rb") as f:
-        return api.files.create(file=(filename, f, "application/jsonl"), purpose="batch").id
+        return api.with_options(max_retries=0).files.create(file=(filename, f, "application/jsonl"), purpose="batch").id
+
+
+def find_file(api: OpenAI, creds: Credentials, filename: str, size: int, not_before: float) -> str | None:
+    """The id of an upload named ``filename`` of ``size`` bytes that a crashed run made, if the server has one."""
+    with api_call("upload lookup", creds):
+        for f in api.files.list(purpose="batch", order="desc"):
+            if f.filename == filename and f.bytes == size:
+                return f.id
+            if f.created_at < not_before:
+                return None
+    return None
 
 
 def create_batch(api: OpenAI, creds: Credentials, file_id: str, metadata: dict[str, str]) -> Batch:

@@ -18,12 +18,12 @@ from typing import Any
 import orjson
 from openai import OpenAI
 
-from addm_integration import credentials, openai_api
+from addm_integration import credentials, failpoints, openai_api
 from addm_integration.context import Context, create_job, open_job
 from addm_integration.cron import CronTable, cron_supported, fetch_command
 from addm_integration.errors import BadInput
 from addm_integration.pipeline import Pipeline, WorkItem
-from ledger.events import BatchCreated, CronInstalled, Event, FileUploaded, PartPlanned
+from ledger.events import BatchCreated, CronInstalled, Event, FileUploaded, PartPlanned, SendStarted
 from ledger.reducer import JobState, PartState
 
 MAX_REQUESTS = 50_000
@@ -151,31 +151,40 @@ def send_part(ctx: Context, api: OpenAI, creds: credentials.Credentials, job: Jo
     """Upload and create the batch of one staged part (or adopt the one a crashed run created); return its id."""
     file_id = part.file_id
     existing = None
+    not_before = job.created_at.timestamp() - 300
     if file_id is None:
         filename = f"addm-{part.idem_key}.jsonl"
-        file_id = openai_api.upload(api, creds, Path(part.input_path), filename)
+        file_id = openai_api.find_file(api, creds, filename, part.n_bytes, not_before) if part.tried else None
+        if file_id is None:
+            ctx.record(SendStarted(job.job_id, part.idem_key))
+            failpoints.hit("before-upload")
+            file_id = openai_api.upload(api, creds, Path(part.input_path), filename)
+            failpoints.hit("after-upload")
         ctx.record(FileUploaded(job.job_id, part.idem_key, file_id))
     else:  # a previous run uploaded and may have created the batch before it stopped
-        not_before = job.created_at.timestamp() - 300
         existing = openai_api.find_batch(api, creds, part.idem_key, not_before)
     if existing is None:
         metadata = {openai_api.JOB_METADATA_KEY: job.job_id, openai_api.IDEM_METADATA_KEY: part.idem_key}
         batch = openai_api.create_batch(api, creds, file_id, metadata)
+        failpoints.hit("after-create")
     else:
         batch = existing
-    ctx.record(BatchCreated(job.job_id, part.idem_key, batch.id, adopted=existing is not None))
     keep_input(ctx, part, batch.id)
+    ctx.record(BatchCreated(job.job_id, part.idem_key, batch.id, adopted=existing is not None))
+    Path(part.input_path).unlink(missing_ok=True)
     return batch.id
 
 
 def keep_input(ctx: Context, part: PartState, batch_id: str) -> None:
-    """Keep the batch's input beside its results (replay and requeue read it there)."""
+    """Keep the batch's input beside its results (replay and requeue read it there), before the batch is recorded.
+
+    A hard link, not a move: the staged file stays valid for a run that crashed before recording the batch.
+    """
     target = ctx.ws.batch_dir(batch_id) / "input.jsonl"
-    staged = Path(part.input_path)
-    if target.exists() or not staged.exists():
+    if target.exists():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    staged.replace(target)
+    os.link(part.input_path, target)
 
 
 def install_cron(ctx: Context, spec: CronSpec | None, batch_id: str) -> list[Event]:
@@ -211,7 +220,9 @@ def send_pending_parts(ctx: Context, job_id: str) -> list[str]:
     sent = []
     for part in pending:
         batch_id = send_part(ctx, api, creds, job, part)
+        failpoints.hit("before-cron")
         ctx.record(*install_cron(ctx, spec, batch_id))
+        failpoints.hit("after-cron")
         sent.append(batch_id)
     return sent
 
@@ -225,8 +236,6 @@ def resume_cron(ctx: Context, job_id: str) -> list[str]:
         return []
     missing = [b.batch_id for b in state.batches_of(job_id) if not b.settled and not b.cron]
     for batch_id in missing:
-        part = job.parts[state.batches[batch_id].idem_key]
-        keep_input(ctx, part, batch_id)
         ctx.record(*install_cron(ctx, spec, batch_id))
     return missing
 

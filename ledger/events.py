@@ -49,6 +49,15 @@ class PartPlanned:
 
 
 @dataclass(frozen=True)
+class SendStarted:
+    """An upload of the part is about to start: after a crash, look for it on the server before uploading again."""
+
+    VERSION: ClassVar[int] = 1
+    job_id: str
+    idem_key: str
+
+
+@dataclass(frozen=True)
 class FileUploaded:
     VERSION: ClassVar[int] = 1
     job_id: str
@@ -146,6 +155,7 @@ class JobFinalized:
 Event = (
     JobCreated
     | PartPlanned
+    | SendStarted
     | FileUploaded
     | BatchCreated
     | CronInstalled
@@ -163,6 +173,7 @@ EVENT_TYPES: dict[str, type] = {
     for cls in (
         JobCreated,
         PartPlanned,
+        SendStarted,
         FileUploaded,
         BatchCreated,
         CronInstalled,

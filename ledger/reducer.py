@@ -25,6 +25,7 @@ from ledger.events import (
     JobCreated,
     JobFinalized,
     PartPlanned,
+    SendStarted,
 )
 from ledger.log import Record
 
@@ -41,6 +42,7 @@ class PartState:
     model: str
     file_id: str | None = None
     batch_id: str | None = None
+    tried: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,10 @@ def apply(state: State, record: Record) -> State:
             if ev.source_batch is not None:
                 state = _with_batch(state, replace(state.batches[ev.source_batch], requeued=True))
             return state
+        case SendStarted(job_id=job_id, idem_key=idem):
+            job = state.jobs[job_id]
+            part = replace(job.parts[idem], tried=True)
+            return _with_job(state, replace(job, parts={**job.parts, idem: part}, updated_at=ts))
         case FileUploaded(job_id=job_id, idem_key=idem, file_id=file_id):
             job = state.jobs[job_id]
             part = replace(job.parts[idem], file_id=file_id)

@@ -739,6 +739,11 @@ class FakeOpenAI:
         with self._lock:
             return {"requests": self._requests, "by_endpoint": dict(self._by_endpoint)}
 
+    def batch_ids(self) -> list[str]:
+        """Every batch created so far, oldest first: what a client has been billed for."""
+        with self._lock:
+            return list(self._batch_order)
+
     def reset_stats(self) -> None:
         with self._lock:
             self._requests = 0
