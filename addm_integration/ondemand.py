@@ -13,8 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
-
-from openai import AsyncOpenAI
+from typing import TYPE_CHECKING
 
 from addm_integration import credentials, openai_api
 from addm_integration.context import Context, create_job, open_job
@@ -22,6 +21,9 @@ from addm_integration.credentials import Credentials
 from addm_integration.errors import BadInput
 from addm_integration.outcomes import Outcome, from_body, from_exception
 from addm_integration.pipeline import Pipeline, WorkItem, apply_outcomes, finalize
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
 
 MODE = "ondemand"
 CHUNK = 500

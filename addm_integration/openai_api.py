@@ -13,15 +13,15 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import openai
-from openai import AsyncOpenAI, OpenAI
-from openai.types import Batch
+from typing import TYPE_CHECKING, Any
 
 from addm_integration.credentials import Credentials
 from addm_integration.errors import BadInput, Transient
 from addm_integration.workspace import fsync_dir
+
+if TYPE_CHECKING:  # the SDK takes most of a second to import: only runs that talk to the API pay for it
+    from openai import AsyncOpenAI, OpenAI
+    from openai.types import Batch
 
 ENDPOINT = "/v1/chat/completions"
 IDEM_METADATA_KEY = "addm_idem_key"
@@ -37,11 +37,15 @@ def require_key(creds: Credentials) -> None:
 
 def client(creds: Credentials, *, max_retries: int = 2, timeout: float = 120.0) -> OpenAI:
     require_key(creds)
+    from openai import OpenAI
+
     return OpenAI(api_key=creds.api_key, base_url=creds.base_url, max_retries=max_retries, timeout=timeout)
 
 
 def async_client(creds: Credentials, *, max_retries: int = 2, timeout: float = 120.0) -> AsyncOpenAI:
     require_key(creds)
+    from openai import AsyncOpenAI
+
     return AsyncOpenAI(api_key=creds.api_key, base_url=creds.base_url, max_retries=max_retries, timeout=timeout)
 
 
@@ -58,6 +62,8 @@ def retryable_status(status: int) -> bool:
 
 def describe(exc: BaseException, secret: str | None = None) -> str:
     """One line naming what failed, fit for a log: status, error code, message; never the key."""
+    import openai
+
     if isinstance(exc, openai.APITimeoutError):
         text = "timed out"
     elif isinstance(exc, openai.APIConnectionError):
@@ -73,6 +79,8 @@ def describe(exc: BaseException, secret: str | None = None) -> str:
 
 
 def is_transient(exc: BaseException) -> bool:
+    import openai
+
     if isinstance(exc, openai.APIConnectionError):  # includes timeouts
         return True
     return isinstance(exc, openai.APIStatusError) and retryable_status(exc.status_code)
@@ -81,6 +89,8 @@ def is_transient(exc: BaseException) -> bool:
 @contextlib.contextmanager
 def api_call(what: str, creds: Credentials) -> Iterator[None]:
     """Turn an SDK failure into Transient (the next run retries) or BadInput (the user must act)."""
+    import openai
+
     try:
         yield
     except openai.OpenAIError as exc:

@@ -11,8 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import openai
-
 from addm_integration.openai_api import describe, redact, retryable_status
 
 RETRYABLE_CODES = frozenset({"batch_expired", "request_timeout"})
@@ -68,6 +66,8 @@ def from_batch_line(line: Mapping[str, Any]) -> Outcome:
 
 def from_exception(custom_id: str, exc: BaseException, secret: str | None) -> Outcome:
     """A live call that raised after the SDK's own retries."""
+    import openai
+
     if isinstance(exc, openai.APIConnectionError):
         return Outcome(custom_id, error=describe(exc, secret), retryable=True)
     if isinstance(exc, openai.APIStatusError):

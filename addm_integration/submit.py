@@ -13,10 +13,9 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from openai import OpenAI
 
 from addm_integration import credentials, failpoints, openai_api
 from addm_integration.context import Context, create_job, open_job
@@ -25,6 +24,9 @@ from addm_integration.errors import BadInput
 from addm_integration.pipeline import Pipeline, WorkItem
 from ledger.events import BatchCreated, CronInstalled, Event, FileUploaded, PartPlanned, SendStarted
 from ledger.reducer import JobState, PartState
+
+if TYPE_CHECKING:
+    from openai import OpenAI
 
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200_000_000
