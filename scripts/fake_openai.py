@@ -744,6 +744,11 @@ class FakeOpenAI:
         with self._lock:
             return list(self._batch_order)
 
+    def file_names(self) -> list[str]:
+        """The names of every file stored so far (uploads and results), oldest first."""
+        with self._lock:
+            return [f.filename for f in self._files.values()]
+
     def reset_stats(self) -> None:
         with self._lock:
             self._requests = 0
