@@ -242,3 +242,51 @@ def test_the_key_appears_in_no_file_the_tool_wrote(ws: Workspace, secret_place: 
     for path, data in ws.files().items():
         if path != ".env":
             assert KEY.encode() not in data, path
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "status", "count", "phase"),
+    [
+        ("POST /v1/files", 429, 1, "submit"),
+        ("POST /v1/batches", 503, 1, "submit"),
+        ("POST /v1/batches", "drop", 1, "submit"),
+        ("GET /v1/batches", "drop", 3, "fetch"),
+        ("GET /v1/files/", 500, 3, "fetch"),
+    ],
+)
+def test_transient_fault_at_each_endpoint_exits_75_and_loses_nothing(
+    ws: Workspace, endpoint: str, status: int | str, count: int, phase: str
+) -> None:
+    if phase == "submit":
+        ws.server.fail_next(endpoint, count=count, status=status)
+        failed = ws.run("extract", *TASK, *submit_args(ws))
+        batch = _submit(ws)
+    else:
+        batch = _submit(ws)
+        ws.server.set_batch_outcome(batch, "completed")
+        ws.server.fail_next(endpoint, count=count, status=status)
+        failed = ws.run("extract", *TASK, "--batch-id", batch)
+    assert failed.returncode == 75, failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1 and "retries" in failed.stderr
+    assert KEY not in failed.stderr
+    if phase == "submit":
+        ws.server.set_batch_outcome(batch, "completed")
+    assert _cron(ws, batch).returncode == 0
+    assert len(ws.server.batch_ids()) == 1
+    assert _cached(ws) == {_rid(c) for c in _review_ids(ws)}
+    assert ws.cron_lines() == {}
+
+
+def test_on_windows_submit_warns_installs_nothing_and_prints_the_command(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from addm_integration import extract
+
+    # Windows cannot run here: stand in for its platform check, everything else is real.
+    monkeypatch.setattr("addm_integration.submit.cron_supported", lambda: False)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", ws.server.base_url)
+    assert extract.main(["--root", str(ws.root), *TASK, *submit_args(ws)]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "--batch-id" in err
+    assert not ws.tab.exists() and len(ws.server.batch_ids()) == 1
