@@ -110,8 +110,7 @@ def _dispatch(ctx: Context, args: Any, argv: list[str], cls: type[Pipeline], bui
     if args.batch_id:
         message = fetch.fetch(ctx, cls, args.batch_id, replay=args.replay)
         if args.wait and not args.replay:
-            job = ctx.state().job_of(args.batch_id)
-            return _wait(ctx, cls, job.job_id if job else "", args.poll_interval, message)
+            return _wait(ctx, cls, ctx.index.job_of(args.batch_id) or "", args.poll_interval, message)
         return message or ""
     pipeline = build(ctx, args)
     limits = submit.Limits(args.max_batch_requests, args.max_batch_bytes)
@@ -144,12 +143,12 @@ def _wait(ctx: Context, cls: type[Pipeline], job_id: str, interval: float, first
     if first:
         print(first, flush=True)
     while True:
-        state = ctx.state()
+        state = ctx.job_state(job_id)
         for batch in state.batches_of(job_id):
             if not batch.settled or batch.cron or not state.jobs[job_id].finalized:
                 said = fetch.fetch(ctx, cls, batch.batch_id)
                 if said:
                     print(said, flush=True)
-        if ctx.state().jobs[job_id].finalized:
+        if ctx.job_state(job_id).jobs[job_id].finalized:
             return ""
         time.sleep(interval)

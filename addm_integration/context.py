@@ -1,4 +1,8 @@
-"""What every command works on: the workspace, its ledger, and the state folded from it."""
+"""What every command works on: the workspace, its ledger, and the state folded from it.
+
+A run reads only the records of the job it works on (through the ledger's index), so its cost does not grow
+with the history of the workspace; only the whole-workspace readings (status, show) fold everything.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from filelock import FileLock, Timeout
 from addm_integration.errors import Corrupt
 from addm_integration.workspace import Workspace
 from ledger.events import Event, JobCreated
+from ledger.index import Index
 from ledger.log import Ledger, LedgerCorrupt, utcnow
 from ledger.reducer import JobState, State, fold
 
@@ -33,14 +38,48 @@ class Context:
         ws = Workspace(root)
         return cls(ws, Ledger(ws.ledger_dir, clock=clock), clock)
 
+    @property
+    def index(self) -> Index:
+        return Index(self.ledger)
+
     def state(self) -> State:
+        """Every job of the workspace: for readings over all of it, never on a run's path."""
         try:
             return fold(self.ledger.records())
         except LedgerCorrupt as exc:
             raise Corrupt(str(exc)) from None
 
+    def job_state(self, job_id: str) -> State:
+        """The state of one job and its batches, folded from their records alone."""
+        try:
+            return fold(self.index.records_of(job_id))
+        except LedgerCorrupt as exc:
+            raise Corrupt(str(exc)) from None
+
+    def batch_state(self, batch_id: str) -> State | None:
+        try:
+            job_id = self.index.job_of(batch_id)
+        except LedgerCorrupt as exc:
+            raise Corrupt(str(exc)) from None
+        return self.job_state(job_id) if job_id else None
+
+    def open_job(self, key: str, mode: str) -> JobState | None:
+        """The unfinished job of this identity and mode, which a repeated command continues instead of paying again."""
+        try:
+            job_ids = list(self.index.job_ids(key))
+        except LedgerCorrupt as exc:
+            raise Corrupt(str(exc)) from None
+        for job_id in reversed(job_ids):
+            job = self.job_state(job_id).jobs[job_id]
+            if job.mode == mode and not job.finalized:
+                return job
+        return None
+
     def record(self, *events: Event) -> None:
-        self.ledger.append(events)
+        """Append, then index what was appended, so that a later run that has nothing to do writes nothing."""
+        if events:
+            self.ledger.append(events)
+            self.index.catch_up()
 
     def job_lock(self, key: str, timeout: float) -> FileLock:
         """One lock per job identity: the submit, the fetches and the finalize of a job never overlap."""
@@ -55,14 +94,6 @@ class Context:
         except Timeout:
             return False
         return True
-
-
-def open_job(state: State, key: str, mode: str) -> JobState | None:
-    """The unfinished job of this identity and mode, which a repeated command continues instead of duplicating."""
-    for job in reversed(list(state.jobs.values())):
-        if job.key == key and job.mode == mode and not job.finalized:
-            return job
-    return None
 
 
 def create_job(ctx: Context, pipeline: Pipeline, mode: str, params: Mapping[str, Any]) -> tuple[str, JobCreated]:

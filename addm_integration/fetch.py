@@ -53,9 +53,9 @@ def job_complete(state: State, job: JobState) -> bool:
 
 def fetch(ctx: Context, pipeline_cls: type[Pipeline], batch_id: str, *, replay: bool = False) -> str | None:
     """Advance one batch as far as it can go; the message to print, or None for a silent run."""
-    state = ctx.state()
-    batch = state.batches.get(batch_id)
-    if batch is None:
+    state = ctx.batch_state(batch_id)
+    batch = state.batches.get(batch_id) if state else None
+    if state is None or batch is None:
         raise BadInput(f"unknown batch id {batch_id!r}: no such batch in {ctx.ledger.path}")
     job = state.jobs[batch.job_id]
     if job.pipeline != pipeline_cls.name:
@@ -74,14 +74,20 @@ def fetch(ctx: Context, pipeline_cls: type[Pipeline], batch_id: str, *, replay: 
         lock.release()
 
 
+def _state(ctx: Context, batch_id: str) -> State:
+    state = ctx.batch_state(batch_id)
+    assert state is not None  # the batch was found before the job lock was taken, and records are never removed
+    return state
+
+
 def _advance(ctx: Context, pipeline: Pipeline, batch_id: str) -> str | None:
-    state = ctx.state()
+    state = _state(ctx, batch_id)
     batch, job = state.batches[batch_id], state.jobs[state.batches[batch_id].job_id]
     said: list[str] = []
     if not batch.settled:
         if not files_complete(batch) and not _poll_and_store(ctx, job, batch):
             return None
-        state = ctx.state()
+        state = _state(ctx, batch_id)
         said.append(_settle(ctx, pipeline, state, batch_id))
     said.extend(_after_settle(ctx, pipeline, batch_id))
     return "\n".join(said) or None
@@ -90,25 +96,25 @@ def _advance(ctx: Context, pipeline: Pipeline, batch_id: str) -> str | None:
 def _after_settle(ctx: Context, pipeline: Pipeline, batch_id: str) -> list[str]:
     """Requeue, send what is still unsent, finalize a complete job, then remove the settled batch's entry."""
     said: list[str] = []
-    state = ctx.state()
+    state = _state(ctx, batch_id)
     job = state.job_of(batch_id)
     assert job is not None
     retry = needs_requeue(job, state.batches[batch_id], int(job.params.get("max_attempts", 3)))
     if retry:
         said.append(_requeue(ctx, job, state.batches[batch_id], retry))
-        job = ctx.state().jobs[job.job_id]
+        job = _state(ctx, batch_id).jobs[job.job_id]
     if any(p.batch_id is None for p in job.parts.values()):
         sent = submit.send_pending_parts(ctx, job.job_id)
         if sent:
             said.append(f"submitted {', '.join(sent)}")
-    state = ctx.state()
+    state = _state(ctx, batch_id)
     job = state.jobs[job.job_id]
     if not job.finalized and job_complete(state, job):
         failpoints.hit("before-finalize")
         event = finalize(pipeline, job)
         failpoints.hit("after-finalize-write")
         ctx.record(event)
-        job = ctx.state().jobs[job.job_id]
+        job = _state(ctx, batch_id).jobs[job.job_id]
         said.append(pipeline.summary(job))
     failpoints.hit("before-cron-remove")
     spec = submit.CronSpec.from_params(job.params.get("cron"))
@@ -223,7 +229,7 @@ def _requeue(ctx: Context, job: JobState, batch: BatchState, ids: Sequence[str])
 
 
 def _replay(ctx: Context, pipeline: Pipeline, batch_id: str) -> str:
-    state = ctx.state()
+    state = _state(ctx, batch_id)
     batch = state.batches[batch_id]
     if not files_complete(batch):
         raise BadInput(f"batch {batch_id} has no stored result files yet; nothing to replay")

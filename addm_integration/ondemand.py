@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from addm_integration import credentials, openai_api
-from addm_integration.context import Context, create_job, open_job
+from addm_integration.context import Context, create_job
 from addm_integration.credentials import Credentials
 from addm_integration.errors import BadInput
 from addm_integration.outcomes import Outcome, from_body, from_exception
@@ -103,7 +103,7 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
     if not ctx.try_acquire(lock):
         raise BadInput(f"another run of this {pipeline.name} job is in progress in {ctx.ws.root}")
     try:
-        job = open_job(ctx.state(), pipeline.key(), MODE)
+        job = ctx.open_job(pipeline.key(), MODE)
         if job is None:
             job_id, created = create_job(ctx, pipeline, MODE, {})
             items = list(pipeline.work(job_id))
@@ -116,7 +116,7 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
             job_id = job.job_id
             items = list(pipeline.work(job_id))
             creds = credentials.resolve(ctx.ws.root)
-        job = ctx.state().jobs[job_id]
+        job = ctx.job_state(job_id).jobs[job_id]
         reasons: Counter[str] = Counter()
 
         def flush(chunk: list[Outcome]) -> None:
@@ -125,8 +125,8 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
             reasons.update(reason for _, reason, _ in result.failures)
 
         run(creds, items, len(items), concurrency, flush)
-        ctx.record(finalize(pipeline, ctx.state().jobs[job_id]))
-        said = pipeline.summary(ctx.state().jobs[job_id])
+        ctx.record(finalize(pipeline, ctx.job_state(job_id).jobs[job_id]))
+        said = pipeline.summary(ctx.job_state(job_id).jobs[job_id])
         if reasons:
             top = ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common(3))
             said += f"\n{reasons.total()} requests failed ({top}); run the same command again to retry them"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from addm_integration import credentials, failpoints, openai_api
-from addm_integration.context import Context, create_job, open_job
+from addm_integration.context import Context, create_job
 from addm_integration.cron import CronTable, cron_supported, fetch_command
 from addm_integration.errors import BadInput
 from addm_integration.pipeline import Pipeline, WorkItem
@@ -211,7 +211,7 @@ def log_path(ctx: Context, batch_id: str) -> Path:
 
 def send_pending_parts(ctx: Context, job_id: str) -> list[str]:
     """Send every planned part of the job that has no batch yet; return the new batch ids."""
-    state = ctx.state()
+    state = ctx.job_state(job_id)
     job = state.jobs[job_id]
     pending = [p for p in job.parts.values() if p.batch_id is None]
     if not pending:
@@ -231,7 +231,7 @@ def send_pending_parts(ctx: Context, job_id: str) -> list[str]:
 
 def resume_cron(ctx: Context, job_id: str) -> list[str]:
     """Install the entries a crashed run created batches for but did not get to install."""
-    state = ctx.state()
+    state = ctx.job_state(job_id)
     job = state.jobs[job_id]
     spec = CronSpec.from_params(job.params.get("cron"))
     if spec is None or not cron_supported():
@@ -248,10 +248,10 @@ def submit(ctx: Context, pipeline: Pipeline, params: Mapping[str, Any], limits: 
     Returns the job id (None when there was nothing to send) and the line to print.
     """
     with ctx.job_lock(pipeline.key(), timeout=60):
-        job = open_job(ctx.state(), pipeline.key(), MODE)
+        job = ctx.open_job(pipeline.key(), MODE)
         if job is not None:
             sent = send_pending_parts(ctx, job.job_id) + resume_cron(ctx, job.job_id)
-            state = ctx.state()
+            state = ctx.job_state(job.job_id)
             running = [b.batch_id for b in state.batches_of(job.job_id) if not b.settled]
             note = f"; sent now: {', '.join(sent)}" if sent else ""
             return job.job_id, (

@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from ledger.events import BatchCreated, ItemsApplied, to_payload
+from ledger.events import ItemsApplied, to_payload
+from ledger.index import Index
 from ledger.log import Ledger, LedgerCorrupt, Record, format_ts, utcnow
 from ledger.reducer import JobState, State, fold
 
@@ -133,14 +134,7 @@ def _event_dict(record: Record) -> dict[str, Any]:
 
 
 def cmd_show(args: Any, ledger: Ledger, hooks: Hooks) -> int:
-    records = list(ledger.records())
-    state = fold(records)
-    ids = {args.id, *(state.jobs[args.id].batches if args.id in state.jobs else ())}
-    events = [
-        _event_dict(r)
-        for r in records
-        if getattr(r.event, "job_id", None) in ids or getattr(r.event, "batch_id", None) in ids
-    ]
+    events = [_event_dict(r) for r in Index(ledger).records_of(args.id)]
     if not events:
         print(f"error: no job or batch {args.id!r} in {ledger.path}", file=sys.stderr)
         return 2
@@ -187,12 +181,14 @@ def cmd_audit(args: Any, ledger: Ledger, hooks: Hooks) -> int:
     if (args.custom_id is None) == (args.batch is None):
         print("error: give a CUSTOM_ID or --batch BATCH_ID (one of them)", file=sys.stderr)
         return 2
-    records = list(ledger.records())
-    if args.batch is not None and not any(
-        isinstance(r.event, BatchCreated) and r.event.batch_id == args.batch for r in records
-    ):
-        print(f"error: no batch {args.batch!r} in {ledger.path}", file=sys.stderr)
-        return 2
+    index = Index(ledger)
+    if args.batch is not None:
+        records = index.records_of(args.batch)
+        if not records:
+            print(f"error: no batch {args.batch!r} in {ledger.path}", file=sys.stderr)
+            return 2
+    else:
+        records = index.applications(args.custom_id)
     entries = audit_entries(records, custom_id=args.custom_id, batch_id=args.batch)
     if args.json:
         _print_json(entries)

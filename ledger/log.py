@@ -162,11 +162,26 @@ class Ledger:
 
     def records(self, *, start: int = 0, on_torn: Callable[[str], None] | None = None) -> Iterator[Record]:
         """Every complete record from byte offset ``start``; a torn final record is skipped and reported."""
+        return (record for record, _, _ in self.scan(start=start, on_torn=on_torn))
+
+    def scan(
+        self, *, start: int = 0, on_torn: Callable[[str], None] | None = None
+    ) -> Iterator[tuple[Record, int, int]]:
+        """(record, byte offset, length with newline) of every complete record from ``start`` on."""
         if not self.path.exists():
             return
         with open(self.path, "rb") as f:
             f.seek(start)
-            yield from self._parse(f, on_torn or _warn)
+            yield from self._parse(f, start, on_torn or _warn)
+
+    def read_at(self, offset: int, length: int) -> Record:
+        """One record by its position (from an index); its checksum is checked like any other read."""
+        with open(self.path, "rb") as f:
+            raw = os.pread(f.fileno(), length, offset)
+        try:
+            return decode_line(raw.rstrip(b"\n"))
+        except (ValueError, SchemaError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise LedgerCorrupt(self.path, 0, _guess_seq(raw), f"record at byte {offset}: {exc}") from None
 
     def verify(self) -> tuple[int, str | None]:
         """Count the sound records; return (count, warning about a torn tail or None). Raises LedgerCorrupt."""
@@ -174,9 +189,13 @@ class Ledger:
         count = sum(1 for _ in self.records(on_torn=torn.append))
         return count, (torn[0] if torn else None)
 
-    def _parse(self, lines: Iterable[bytes], on_torn: Callable[[str], None]) -> Iterator[Record]:
+    def _parse(
+        self, lines: Iterable[bytes], start: int, on_torn: Callable[[str], None]
+    ) -> Iterator[tuple[Record, int, int]]:
+        """Line numbers count from ``start``: exact for a whole-file read (verify), relative for a tail read."""
         pending: tuple[int, bytes, Exception] | None = None
         prev_seq = 0
+        offset = start
         for number, raw in enumerate(lines, 1):
             if pending is not None:  # a bad record followed by more lines: that is corruption, not a tear
                 raise LedgerCorrupt(self.path, pending[0], _guess_seq(pending[1]), str(pending[2]))
@@ -193,7 +212,8 @@ class Ledger:
             if prev_seq and record.seq != prev_seq + 1:
                 raise LedgerCorrupt(self.path, number, record.seq, f"sequence jumps from {prev_seq} to {record.seq}")
             prev_seq = record.seq
-            yield record
+            yield record, offset, len(raw)
+            offset += len(raw)
         if pending is not None:
             on_torn(
                 f"{self.path}: line {pending[0]}: torn final record ({pending[2]}); it is set aside at the next write"

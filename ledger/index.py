@@ -1,0 +1,145 @@
+"""A derived index over the log, so that a run reads only the records it needs however long the history grows.
+
+The log stays the only truth; the index (SQLite, beside it) is a cache that can always be rebuilt from it. It
+maps every record to the jobs and batches it concerns (``refs``), every applied item to the records that applied
+it (``items``), and every record to its byte position (``records``). Each read first catches the index up with
+the records appended since it last looked, which between two cron runs is a handful, then reads the records it
+needs by position, each checked against its own checksum.
+
+If the log no longer matches what the index saw (its last indexed record is gone or different, as after a
+restore from a backup), the index is rebuilt from the start.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import closing
+
+from ledger.events import ItemsApplied, JobCreated
+from ledger.log import Ledger, LedgerCorrupt, Record
+
+INDEX_NAME = "index.sqlite"
+SCHEMA_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, offset INTEGER NOT NULL, length INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS refs (ref TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (ref, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS items (custom_id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (custom_id, seq))
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (batch_id TEXT PRIMARY KEY, job_id TEXT NOT NULL);
+"""
+
+
+def key_ref(key: str) -> str:
+    return f"key:{key}"
+
+
+class Index:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.path = ledger.dir / INDEX_NAME
+
+    def _connect(self) -> sqlite3.Connection:
+        self.ledger.dir.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        # A rollback journal, not WAL: a run that only reads leaves every file as it was.
+        db.execute("PRAGMA synchronous=NORMAL")  # a lost index tail is re-read from the log, never lost
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+            db.executescript(_SCHEMA)
+        return db
+
+    # -- keeping up ----------------------------------------------------------------------------------------
+
+    def catch_up(self) -> None:
+        """Index every record appended since the last look; rebuild when the log is not the one indexed."""
+        with closing(self._connect()) as db:
+            if self._resume_offset(db, reset=False) == self._log_size():
+                return  # nothing new: no write, so a run that changes nothing leaves the index untouched too
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                start = self._resume_offset(db)
+                self._index(db, self.ledger.scan(start=start, on_torn=lambda _: None))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _log_size(self) -> int:
+        try:
+            return self.ledger.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _resume_offset(self, db: sqlite3.Connection, *, reset: bool = True) -> int:
+        """Where the log goes on past what is indexed; -1 (with ``reset`` False) when the index must be rebuilt."""
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("schema") != SCHEMA_VERSION:
+            return self._reset(db) if reset else -1
+        row = db.execute("SELECT seq, offset, length FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return 0
+        seq, offset, length = row
+        try:
+            if self.ledger.read_at(offset, length).seq == seq:
+                return offset + length
+        except (LedgerCorrupt, OSError):
+            pass
+        return self._reset(db) if reset else -1
+
+    def _reset(self, db: sqlite3.Connection) -> int:
+        for table in ("meta", "records", "refs", "items", "batches"):
+            db.execute(f"DELETE FROM {table}")
+        db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        return 0
+
+    def _index(self, db: sqlite3.Connection, scanned: Iterable[tuple[Record, int, int]]) -> None:
+        batch_jobs: dict[str, str] = {}
+        for record, offset, length in scanned:
+            event = record.event
+            db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (record.seq, offset, length))
+            job_id = getattr(event, "job_id", None)
+            batch_id = getattr(event, "batch_id", None)
+            if job_id and batch_id:
+                batch_jobs[batch_id] = job_id
+                db.execute("INSERT OR IGNORE INTO batches VALUES (?, ?)", (batch_id, job_id))
+            elif batch_id and not job_id:
+                job_id = batch_jobs.get(batch_id) or self._job_of(db, batch_id)
+            refs = {r for r in (job_id, batch_id) if r}
+            if isinstance(event, JobCreated):
+                refs.add(key_ref(event.key))
+            db.executemany("INSERT OR IGNORE INTO refs VALUES (?, ?)", ((r, record.seq) for r in refs))
+            if isinstance(event, ItemsApplied):
+                db.executemany("INSERT OR IGNORE INTO items VALUES (?, ?)", ((c, record.seq) for c in event.custom_ids))
+
+    @staticmethod
+    def _job_of(db: sqlite3.Connection, batch_id: str) -> str | None:
+        row = db.execute("SELECT job_id FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+        return row[0] if row else None
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    def _records(self, query: str, arg: str) -> list[Record]:
+        self.catch_up()
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                f"SELECT r.offset, r.length FROM records r JOIN ({query}) q ON q.seq = r.seq ORDER BY r.seq", (arg,)
+            ).fetchall()
+        return [self.ledger.read_at(offset, length) for offset, length in rows]
+
+    def records_of(self, ref: str) -> list[Record]:
+        """Every record of a job (its batches' included), of a batch, or of a job key, in log order."""
+        return self._records("SELECT seq FROM refs WHERE ref = ?", ref)
+
+    def applications(self, custom_id: str) -> list[Record]:
+        """The ItemsApplied records that name ``custom_id``."""
+        return self._records("SELECT seq FROM items WHERE custom_id = ?", custom_id)
+
+    def job_of(self, batch_id: str) -> str | None:
+        self.catch_up()
+        with closing(self._connect()) as db:
+            return self._job_of(db, batch_id)
+
+    def job_ids(self, key: str) -> Iterator[str]:
+        for record in self.records_of(key_ref(key)):
+            yield record.event.job_id  # type: ignore[union-attr]
