@@ -95,22 +95,25 @@ class Index:
 
     def _index(self, db: sqlite3.Connection, scanned: Iterable[tuple[Record, int, int]]) -> None:
         batch_jobs: dict[str, str] = {}
+        records, refs, items = [], [], []
         for record, offset, length in scanned:
             event = record.event
-            db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (record.seq, offset, length))
+            records.append((record.seq, offset, length))
             job_id = getattr(event, "job_id", None)
             batch_id = getattr(event, "batch_id", None)
             if job_id and batch_id:
                 batch_jobs[batch_id] = job_id
-                db.execute("INSERT OR IGNORE INTO batches VALUES (?, ?)", (batch_id, job_id))
             elif batch_id and not job_id:
                 job_id = batch_jobs.get(batch_id) or self._job_of(db, batch_id)
-            refs = {r for r in (job_id, batch_id) if r}
+            refs.extend((r, record.seq) for r in {job_id, batch_id} if r)
             if isinstance(event, JobCreated):
-                refs.add(key_ref(event.key))
-            db.executemany("INSERT OR IGNORE INTO refs VALUES (?, ?)", ((r, record.seq) for r in refs))
+                refs.append((key_ref(event.key), record.seq))
             if isinstance(event, ItemsApplied):
-                db.executemany("INSERT OR IGNORE INTO items VALUES (?, ?)", ((c, record.seq) for c in event.custom_ids))
+                items.extend((c, record.seq) for c in event.custom_ids)
+        db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", records)
+        db.executemany("INSERT OR IGNORE INTO refs VALUES (?, ?)", refs)
+        db.executemany("INSERT OR IGNORE INTO items VALUES (?, ?)", items)
+        db.executemany("INSERT OR IGNORE INTO batches VALUES (?, ?)", batch_jobs.items())
 
     @staticmethod
     def _job_of(db: sqlite3.Connection, batch_id: str) -> str | None:

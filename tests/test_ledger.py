@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import subprocess
 import sys
+import time
 import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,9 +16,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ledger import events
 from ledger.events import (
     BatchCreated,
     BatchSettled,
+    CronInstalled,
     FileUploaded,
     ItemsApplied,
     ItemsFailed,
@@ -134,3 +139,69 @@ def test_folding_any_prefix_gives_a_valid_state_and_folding_is_deterministic(cut
     for record in records[cut:]:
         rest = apply(rest, record)
     assert rest == fold(records)
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from ledger.events import CronInstalled
+from ledger.log import Ledger
+ledger = Ledger(Path(sys.argv[1]))
+name = sys.argv[2]
+for i in range(100000):
+    (record,) = ledger.append([CronInstalled(f"{name}-{i}", "*/5 * * * *")])
+    print(f"{record.seq} {name}-{i}", flush=True)
+"""
+
+
+def test_writers_killed_at_random_instants_lose_no_acknowledged_record(tmp_path: Path) -> None:
+    directory = tmp_path / "ledger"
+    rng = random.Random(5)
+    acknowledged: dict[int, str] = {}
+    for round_ in range(6):
+        procs = [
+            subprocess.Popen([sys.executable, "-c", _WRITER, str(directory), f"w{round_}.{n}"], stdout=subprocess.PIPE)
+            for n in range(4)
+        ]
+        time.sleep(rng.uniform(0.3, 0.8))  # not waiting for time to pass: choosing a random instant to kill at
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            out, _ = proc.communicate()
+            for line in out.decode().splitlines():
+                seq, batch_id = line.split()
+                acknowledged[int(seq)] = batch_id
+    Ledger(directory).append([CronInstalled("final", "x")])  # the next write sets any torn tail aside
+    records = list(Ledger(directory).records(on_torn=lambda m: pytest.fail(m)))
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    by_seq = {r.seq: r.event.batch_id for r in records}
+    assert acknowledged and all(by_seq[seq] == batch_id for seq, batch_id in acknowledged.items())
+    assert Ledger(directory).verify() == (len(records), None)
+
+
+def test_older_versions_are_upcast_when_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ledger = _ledger(tmp_path)
+    ledger.append([BatchSettled("b1", "completed", 3, 1)])
+
+    @dataclasses.dataclass(frozen=True)
+    class BatchSettledV2:  # a later schema: counts renamed
+        VERSION = 2
+        batch_id: str
+        status: str
+        applied: int
+        failed: int
+        n_unroutable: int = 0
+        reason: str = ""
+
+    monkeypatch.setitem(events.EVENT_TYPES, "BatchSettled", BatchSettledV2)
+    monkeypatch.setitem(
+        events.UPCASTERS,
+        ("BatchSettled", 1),
+        lambda d: {
+            **{k: v for k, v in d.items() if k not in ("n_applied", "n_failed")},
+            "applied": d["n_applied"],
+            "failed": d["n_failed"],
+        },
+    )
+    (record,) = list(ledger.records())
+    assert record.event == BatchSettledV2("b1", "completed", 3, 1)
