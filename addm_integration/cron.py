@@ -45,9 +45,12 @@ class CronTable:
 
     tabfile: Path | None = None
 
+    def available(self) -> bool:
+        return self.tabfile is not None or shutil.which("crontab") is not None
+
     def check_available(self) -> None:
         """Refuse early (before anything is uploaded) when the user's crontab cannot be edited."""
-        if self.tabfile is None and shutil.which("crontab") is None:
+        if not self.available():
             raise BadInput(
                 "no crontab command on this system (cron is not installed); use --crontab-file F, "
                 "--no-cron (then poll with --batch-id), or --wait"

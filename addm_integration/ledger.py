@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from addm_integration import prices
+from addm_integration import doctor, prices
+from addm_integration.context import Context
+from addm_integration.errors import AddmError
 from addm_integration.submit import CronSpec
 from ledger import cli
+from ledger.log import Ledger
 from ledger.reducer import JobState, State
 
 
@@ -32,8 +37,28 @@ def _status_fields(state: State, job: JobState, row: dict[str, Any]) -> dict[str
     return row
 
 
+def _doctor_flags(p: argparse.ArgumentParser) -> None:
+    p.description = "Problems of the workspace (cron entries, orphans, ledger tail), each with its fix."
+    p.add_argument("--crontab-file", help="also inspect this tab file (env ADDM_CRONTAB; default: your crontab)")
+    p.add_argument("--fix", action="store_true", help="apply the fixes that cannot lose anything")
+    p.add_argument("--offline", action="store_true", help="do not ask the server for orphan batches")
+    p.add_argument("--cancel", metavar="BATCH_ID", help="cancel an orphan batch on the server")
+    p.add_argument("--json", action="store_true")
+
+
+def _doctor(args: Any, ledger: Ledger) -> int:
+    args.crontab_file = args.crontab_file or os.environ.get("ADDM_CRONTAB")
+    ctx = Context.open(ledger.dir.parent.parent)
+    try:
+        return doctor.run(args, ctx)
+    except AddmError as exc:
+        print(f"addm-ledger doctor: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return cli.main(argv, prog="addm-ledger", hooks=cli.Hooks(status_fields=_status_fields))
+    hooks = cli.Hooks(status_fields=_status_fields, commands={"doctor": (_doctor_flags, _doctor)})
+    return cli.main(argv, prog="addm-ledger", hooks=hooks)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ def status_rows(state: State, now: datetime) -> list[dict[str, Any]]:
                 "failed": b.failed,
                 "settled": b.settled,
                 "cron": b.cron,
+                "counts": dict(b.counts),
+                "eta": format_ts(eta) if (eta := b.eta()) else None,
             }
             for b in state.batches_of(job.job_id)
         ]
@@ -106,6 +108,16 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) ->
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
+def _batch_cell(batch: Mapping[str, Any]) -> str:
+    cell = f"{batch['batch_id']} {batch['status']}"
+    total = batch["counts"].get("total")
+    if total and not batch["settled"]:
+        cell += f" {batch['counts'].get('completed', 0)}/{total}"
+    if batch["eta"]:
+        cell += f" eta {batch['eta'][:16].replace('T', ' ')}Z"
+    return cell
+
+
 def cmd_status(args: Any, ledger: Ledger, hooks: Hooks) -> int:
     state = fold(ledger.records())
     rows = [hooks.status_fields(state, state.jobs[r["job_id"]], r) for r in status_rows(state, utcnow())]
@@ -119,7 +131,7 @@ def cmd_status(args: Any, ledger: Ledger, hooks: Hooks) -> int:
     extra = [k for k in ("cost_usd", "saved_usd") if k in rows[0]]
     table = []
     for r in rows:
-        batches = ", ".join(f"{b['batch_id']} {b['status']}" for b in r["batches"]) or "-"
+        batches = ", ".join(_batch_cell(b) for b in r["batches"]) or "-"
         line = [r["job_id"], r["pipeline"], r["target"], r["mode"], r["state"], batches]
         line += [f"{r['applied']}/{r['items']}", r["failed"], r["pending"], "yes" if r["cron"] else "no", r["age"]]
         line += [("?" if r[k] is None else f"${r[k]:.4f}") for k in extra]

@@ -107,6 +107,17 @@ class Ledger:
         except Timeout:
             raise LedgerBusy(f"{self.path}: another process holds the ledger lock") from None
 
+    def repair(self) -> None:
+        """Set a torn final record aside now, under the lock, without appending anything."""
+        if not self.path.exists():
+            return
+        with self._lock:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+            try:
+                self._repair_tail(fd)
+            finally:
+                os.close(fd)
+
     def _append_locked(self, events: Sequence[Event]) -> list[Record]:
         created = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)

@@ -57,6 +57,7 @@ class BatchState:
     counts: Mapping[str, int] = field(default_factory=dict)
     errors: tuple[Mapping[str, Any], ...] = ()
     polled_at: datetime | None = None
+    progress_from: tuple[datetime, int] | None = None  # first poll that saw progress: the base of the ETA
     files: Mapping[str, Mapping[str, Any]] | None = None
     applied: int = 0
     failed: int = 0
@@ -71,6 +72,17 @@ class BatchState:
     @property
     def settled(self) -> bool:
         return self.settled_at is not None
+
+    def eta(self) -> datetime | None:
+        """When the batch should be done at the pace seen between the first and the last poll with progress."""
+        if self.progress_from is None or self.polled_at is None or self.status != "in_progress":
+            return None
+        start, done_then = self.progress_from
+        done, total = int(self.counts.get("completed", 0)), int(self.counts.get("total", 0))
+        elapsed = (self.polled_at - start).total_seconds()
+        if done <= done_then or elapsed <= 0 or total <= done:
+            return None
+        return self.polled_at + (total - done) * (self.polled_at - start) / (done - done_then)
 
 
 @dataclass(frozen=True)
@@ -162,7 +174,11 @@ def apply(state: State, record: Record) -> State:
         case CronRemoved(batch_id=batch_id):
             return _with_batch(state, replace(state.batches[batch_id], cron=False))
         case BatchPolled(batch_id=batch_id, status=status, counts=counts, errors=errors):
-            batch = replace(state.batches[batch_id], status=status, counts=dict(counts), errors=errors, polled_at=ts)
+            batch = state.batches[batch_id]
+            base = batch.progress_from
+            if base is None and status == "in_progress":
+                base = (ts, int(counts.get("completed", 0)))
+            batch = replace(batch, status=status, counts=dict(counts), errors=errors, polled_at=ts, progress_from=base)
             return _with_batch(state, batch)
         case FilesStored(batch_id=batch_id, files=files):
             batch = state.batches[batch_id]
