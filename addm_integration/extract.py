@@ -9,19 +9,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
-import orjson
-
 from addm_integration import answers, cli
+from addm_integration.cache import JudgmentCache
 from addm_integration.context import Context
 from addm_integration.custom_id import CustomIdError, ReviewId, parse
 from addm_integration.errors import BadInput
-from addm_integration.inputs import Task, read_dataset, read_json, read_task
+from addm_integration.inputs import Task, read_dataset, read_task
 from addm_integration.outcomes import Outcome
 from addm_integration.pipeline import Applied, WorkItem
-from addm_integration.workspace import atomic_write
 from ledger.reducer import JobState
 
 REVIEW_CHARS = 8000
@@ -118,28 +115,19 @@ class Extract:
         return self._reviews
 
     @property
-    def cache_path(self) -> Path:
-        return self.ctx.ws.cache(self.domain)
-
-    def load_cache(self) -> dict[str, dict[str, Any]]:
-        if not self.cache_path.exists():
-            return {}
-        cache = read_json(self.cache_path, "judgment cache")
-        if not isinstance(cache, dict):
-            raise BadInput(f"{self.cache_path}: expected a JSON object of task -> review_id -> judgment")
-        return cache
+    def cache(self) -> JudgmentCache:
+        return JudgmentCache(self.ctx.ws.cache(self.domain))
 
     def work(self, job_id: str) -> Iterator[WorkItem]:
         task = self.task
-        done = self.load_cache().get(self.task_id, {})
+        done = self.cache.keys(self.task_id)
         for review_id, review in self.reviews.items():
             if review_id not in done:
                 cid = ReviewId(self.task_id, review["business_id"], review_id).encode()
                 yield WorkItem(cid, request_body(task, review, self.model))
 
     def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
-        cache = self.load_cache()
-        table = cache.setdefault(self.task_id, {})
+        judgments: dict[str, dict[str, Any]] = {}
         applied: list[str] = []
         failures: list[tuple[str, str, bool]] = []
         for outcome in outcomes:
@@ -151,14 +139,12 @@ class Extract:
                 failures.append((outcome.custom_id, "not a review of this job", False))
                 continue
             try:
-                judgment = parse_judgment(self.task, review, outcome.content or "")
+                judgments[review["review_id"]] = parse_judgment(self.task, review, outcome.content or "")
             except ValueError as exc:
                 failures.append((outcome.custom_id, f"unparsable answer: {exc}", True))
                 continue
-            table[review["review_id"]] = judgment
             applied.append(outcome.custom_id)
-        if applied:
-            atomic_write(self.cache_path, orjson.dumps(cache))
+        self.cache.merge(self.task_id, judgments)
         return Applied(tuple(applied), tuple(failures))
 
     def _route(self, custom_id: str) -> Mapping[str, Any] | None:
@@ -173,10 +159,10 @@ class Extract:
 
     def finalize(self, job: JobState) -> dict[str, Any]:
         """Apply already persisted every judgment; finalize records where the cache is and how full it is."""
-        table = self.load_cache().get(self.task_id, {})
+        judged = self.cache.keys(self.task_id)
         return {
-            "cache": str(self.cache_path),
-            "judgments": sum(1 for r in self.reviews if r in table),
+            "cache": str(self.cache.path),
+            "judgments": sum(1 for r in self.reviews if r in judged),
             "reviews": len(self.reviews),
         }
 

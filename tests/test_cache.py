@@ -1,0 +1,69 @@
+"""The judgment cache: merges behave like dict updates, the file stays plain JSON, a kill leaves old or new."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from addm_integration.cache import JudgmentCache
+
+KEYS = st.text(min_size=0, max_size=6)
+MERGES = st.lists(
+    st.tuples(st.sampled_from(["G1a", "G2", 'odd"task']), st.dictionaries(KEYS, st.integers(-1000, 1000), min_size=1)),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(MERGES)
+def test_merges_equal_dict_updates_for_any_keys(merges: list[tuple[str, dict[str, int]]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = JudgmentCache(Path(tmp) / "cache.json")
+        expected: dict[str, dict[str, int]] = {}
+        for task, entries in merges:
+            cache.merge(task, entries)
+            expected.setdefault(task, {}).update(entries)
+            assert orjson.loads(cache.path.read_bytes()) == expected
+            assert cache.keys(task) == set(expected[task])
+
+
+def test_a_cache_in_another_layout_is_read_once_and_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "cache.json"
+    path.write_text('{"G1a": {"r1": {"is_relevant": false}}, "G2": {}}')
+    cache = JudgmentCache(path)
+    assert cache.keys("G1a") == {"r1"}
+    cache.merge("G1a", {"r2": {"is_relevant": True}})
+    assert cache.read() == {"G1a": {"r1": {"is_relevant": False}, "r2": {"is_relevant": True}}}
+    assert path.read_bytes().startswith(b"{\n")
+
+
+_MERGER = """
+import sys
+from pathlib import Path
+from addm_integration.cache import JudgmentCache
+cache = JudgmentCache(Path(sys.argv[1]))
+print("go", flush=True)
+for round_ in range(1000):
+    cache.merge("G1a", {f"r{round_}-{i}": {"n": i, "pad": "x" * 200} for i in range(20000)})
+"""
+
+
+def test_a_kill_during_merges_leaves_a_complete_cache(tmp_path: Path) -> None:
+    path = tmp_path / "cache.json"
+    for delay in (0.3, 0.7, 1.1):
+        proc = subprocess.Popen([sys.executable, "-c", _MERGER, str(path)], stdout=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline() == b"go\n"
+        time.sleep(delay)  # choosing the instant of the kill, not waiting for an outcome
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        data = orjson.loads(path.read_bytes()) if path.exists() else {"G1a": {}}
+        assert all(len([k for k in data["G1a"] if k.startswith(f"r{n}-")]) in (0, 20000) for n in range(50))
