@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -79,15 +79,20 @@ class JudgmentCache:
             raise BadInput(f"{self.path}: expected a JSON object of task -> review_id -> judgment")
         return data
 
-    def keys(self, task: str) -> set[str]:
-        """The review ids stored under ``task``, read off the keys alone (a million judgments: well under a second)."""
+    def present(self, task: str, review_ids: Iterable[str]) -> set[str]:
+        """Which of ``review_ids`` have a judgment under ``task``, read off the keys alone in a streamed pass.
+
+        Memory follows the question, not the cache: a million cached judgments are scanned, never held.
+        """
+        wanted = {orjson.dumps(r): r for r in review_ids}
         located = self._locate(task)
         if located is None:
-            return set(self.read().get(task, {}))
-        if not located:
+            stored = self.read().get(task, {})
+            return {r for r in wanted.values() if r in stored}
+        if not located or not wanted:
             return set()
         with open(self.path, "rb") as f:
-            return {orjson.loads(k) for k in _block_keys(f, *located)}
+            return {wanted[k] for k in _block_keys(f, *located) if k in wanted}
 
     def _locate(self, task: str) -> tuple[int, int] | tuple[()] | None:
         """(first entry byte, end of last entry line) of the task's block; () if absent; None if not our layout."""

@@ -21,6 +21,8 @@ def _escape(part: str) -> str:
 
 
 def _unescape(part: str) -> str:
+    if "%" not in part and ":" not in part:  # the plain ids of real data: nothing to undo
+        return part
     out: list[str] = []
     i = 0
     while i < len(part):

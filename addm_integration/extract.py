@@ -120,7 +120,7 @@ class Extract:
 
     def work(self, job_id: str) -> Iterator[WorkItem]:
         task = self.task
-        done = self.cache.keys(self.task_id)
+        done = self.cache.present(self.task_id, self.reviews)
         for review_id, review in self.reviews.items():
             if review_id not in done:
                 cid = ReviewId(self.task_id, review["business_id"], review_id).encode()
@@ -159,10 +159,9 @@ class Extract:
 
     def finalize(self, job: JobState) -> dict[str, Any]:
         """Apply already persisted every judgment; finalize records where the cache is and how full it is."""
-        judged = self.cache.keys(self.task_id)
         return {
             "cache": str(self.cache.path),
-            "judgments": sum(1 for r in self.reviews if r in judged),
+            "judgments": len(self.cache.present(self.task_id, self.reviews)),
             "reviews": len(self.reviews),
         }
 

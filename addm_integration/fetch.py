@@ -7,6 +7,7 @@ and the entry gone, not even a status check.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -28,12 +29,20 @@ def files_complete(batch: BatchState) -> bool:
     return batch.files is not None and all(kind in batch.files for kind in RESULT_KINDS)
 
 
+_LEADING_ID = re.compile(rb'\{"custom_id":("(?:[^"\\]|\\.)*")')
+
+
 def input_lines(path: Path) -> Iterator[tuple[str, bytes]]:
-    """(custom_id, request line) of a batch's stored input, the source of requeues and of the submitted set."""
+    """(custom_id, request line) of a batch's stored input, the source of requeues and of the submitted set.
+
+    Our lines start with their custom_id, so it is read without parsing the request body.
+    """
     with path.open("rb") as f:
         for raw in f:
             if raw.strip():
-                yield orjson.loads(raw)["custom_id"], raw if raw.endswith(b"\n") else raw + b"\n"
+                match = _LEADING_ID.match(raw)
+                cid = orjson.loads(match.group(1)) if match else orjson.loads(raw)["custom_id"]
+                yield cid, raw if raw.endswith(b"\n") else raw + b"\n"
 
 
 def needs_requeue(job: JobState, batch: BatchState, max_attempts: int) -> list[str]:

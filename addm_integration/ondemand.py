@@ -15,6 +15,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import orjson
+
 from addm_integration import credentials, openai_api
 from addm_integration.context import Context, create_job
 from addm_integration.credentials import Credentials
@@ -33,11 +35,13 @@ CHUNK_SECONDS = 5.0
 async def _call(api: AsyncOpenAI, item: WorkItem, secret: str | None) -> Outcome:
     started = time.perf_counter()
     try:
-        response = await api.chat.completions.create(**item.body)
+        # The raw body, read as a batch line's body is: the same parser for both modes, and no model building.
+        raw = await api.chat.completions.with_raw_response.create(**item.body)
+        body = orjson.loads(raw.content)
     except Exception as exc:
         return from_exception(item.custom_id, exc, secret)
     latency = (time.perf_counter() - started) * 1000
-    return from_body(item.custom_id, response.model_dump(mode="json"), latency_ms=round(latency, 1))
+    return from_body(item.custom_id, body, latency_ms=round(latency, 1))
 
 
 async def _run(

@@ -22,6 +22,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
@@ -174,8 +176,228 @@ def bench_ledger(n_events: int) -> None:
         line("  goal < 100 ms; ratio to goal", f"{statistics.median(times) / 0.1:.3f}")
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+_APPLY = """
+import sys, time, resource
+from pathlib import Path
+from addm_integration.context import Context
+from addm_integration.extract import Extract
+from addm_integration import fetch
+start = time.perf_counter()
+said = fetch.fetch(Context.open(Path(sys.argv[1])), Extract, sys.argv[2])
+assert said and "applied" in said, said
+print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+_BARE_APPLY = """
+import os, sys, time, resource, orjson
+start = time.perf_counter()
+judgments = {}
+with open(sys.argv[1], "rb") as f:
+    for raw in f:
+        line = orjson.loads(raw)
+        answer = orjson.loads(line["response"]["body"]["choices"][0]["message"]["content"])
+        judgments[line["custom_id"].rsplit("::", 1)[1]] = answer
+with open(sys.argv[2], "wb") as out:
+    out.write(orjson.dumps({"G1a": judgments}))
+    out.flush()
+    os.fsync(out.fileno())
+print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def _child(code: str, *args: str) -> tuple[float, float]:
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    out = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True)
+    seconds, rss = out.stdout.split()
+    return float(seconds), float(rss)
+
+
+def _apply_workspace(root: Path, n_lines: int) -> str:
+    """A workspace whose ledger holds one completed batch of ``n_lines`` with its files stored: fetch only applies."""
+    from fake_openai import chat_completion
+
+    from addm_integration.context import Context
+    from addm_integration.extract import Extract
+    from addm_integration.submit import batch_lines
+    from ledger.events import BatchCreated, BatchPolled, FilesStored, JobCreated, PartPlanned
+
+    generate(root, n_restaurants=n_lines // 20 + 50, seed=9)
+    ctx = Context.open(root)
+    pipeline = Extract(ctx, "G1a")
+    batch_id, job_id, idem = "batch_bench", "job_bench", "job_bench-000"
+    batch_dir = ctx.ws.batch_dir(batch_id)
+    batch_dir.mkdir(parents=True)
+    with open(batch_dir / "input.jsonl", "wb") as inp, open(batch_dir / "output.jsonl", "wb") as out:
+        for n, (cid, raw) in enumerate(batch_lines(pipeline.work(job_id))):
+            if n == n_lines:
+                break
+            inp.write(raw)
+            _, body = chat_completion(orjson.loads(raw)["body"])
+            response = {"status_code": 200, "request_id": f"req_{n}", "body": body}
+            out.write(orjson.dumps({"id": f"br_{n}", "custom_id": cid, "response": response, "error": None}) + b"\n")
+    params = {"pipeline": pipeline.params(), "base_url": "http://127.0.0.1:9/v1", "cron": None, "max_attempts": 1}
+    files = {"output": {"file_id": "file-o"}, "error": {"file_id": None}}
+    ctx.record(
+        JobCreated(job_id, "extract", "24hrbatch", pipeline.key(), params, n_lines),
+        PartPlanned(job_id, idem, n_lines, 0, 1, str(batch_dir / "input.jsonl"), "gpt-5-nano"),
+        BatchCreated(job_id, idem, batch_id),
+        BatchPolled(batch_id, "completed", {"total": n_lines, "completed": n_lines, "failed": 0}),
+        FilesStored(batch_id, files),
+    )
+    return batch_id
+
+
+def _prefill(cache: Path, n: int) -> None:
+    from addm_integration.cache import JudgmentCache
+
+    judgment = {"review_id": "x" * 22, "is_relevant": False, "date": "2019-03-02 18:40:11", "stars": 5.0, "useful": 0}
+    JudgmentCache(cache).merge("G1a", {f"old{i:019d}": {**judgment, "n": i} for i in range(n)})
+
+
+def bench_scale(n_lines: int, cache_size: int) -> None:
+    import shutil
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        template = tmp_path / "template"
+        batch_id = _apply_workspace(template, n_lines)
+        output = template / "data" / "batches" / batch_id / "output.jsonl"
+        line(f"output file: {n_lines:,} lines", f"{output.stat().st_size / 1e6:.0f} MB")
+        bare, bare_rss = _child(_BARE_APPLY, str(output), str(tmp_path / "bare.json"))
+        runs = {}
+        for label, prefill in (("empty", 0), ("full", cache_size)):
+            root = tmp_path / label
+            shutil.copytree(template, root)
+            if prefill:
+                _prefill(root / "data" / "answers" / "yelp" / "cache.json", prefill)
+            runs[label] = _child(_APPLY, str(root), batch_id)
+        (empty, empty_rss), (full, full_rss) = runs["empty"], runs["full"]
+        line("bare baseline: orjson-parse the file, write judgments once", f"{bare:.2f} s, peak RSS {bare_rss:.0f} MB")
+        line("apply into an empty cache", f"{empty:.2f} s, peak RSS {empty_rss:.0f} MB")
+        line("  ratio to the bare baseline (goal <= 2.0)", f"{empty / bare:.2f}")
+        line(f"apply into a cache of {cache_size:,} judgments", f"{full:.2f} s, peak RSS {full_rss:.0f} MB")
+        line("  ratio full / empty (goal <= 2.0)", f"{full / empty:.2f}")
+        line("  peak RSS goal < 200 MB: worst", f"{max(empty_rss, full_rss):.0f} MB")
+
+        with FakeOpenAI(batch_delay=10**6) as server:
+            env_file = template / ".env"
+            env_file.write_text(f"OPENAI_API_KEY=sk-bench\nOPENAI_BASE_URL={server.base_url}\n")
+            env_file.chmod(0o600)
+            shutil.rmtree(template / "data" / "ledger")
+            argv = [sys.executable, "-m", "addm_integration.extract", "--root", str(template), "--task", "G1a"]
+            start = time.perf_counter()
+            subprocess.run(
+                [*argv, "--llm-mode", "24hrbatch", "--no-cron", "--max-batch-requests", "50000"],
+                check=True,
+                capture_output=True,
+            )
+            seconds = time.perf_counter() - start
+            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            n = sum(len(server_batch) for server_batch in [server.batch_ids()])
+            reviews = sum(
+                len(orjson.loads(x)["reviews"]) for x in (template / "data/context/yelp/dataset_K25.jsonl").open("rb")
+            )
+            line(
+                f"submit of {reviews:,} requests (build, split, upload)",
+                f"{reviews / seconds:,.0f} requests/s, {n} batch(es)",
+            )
+            line("  peak RSS of the submit (max over child processes so far)", f"{rss:.0f} MB")
+
+    bench_ondemand()
+
+
+_BARE_LOOP = """
+import asyncio, sys, time, orjson
+from openai import AsyncOpenAI
+bodies = [orjson.loads(l)["body"] for l in open(sys.argv[2], "rb")]
+async def main():
+    api = AsyncOpenAI(api_key="sk-bench", base_url=sys.argv[1])
+    gate = asyncio.Semaphore(32)
+    async def one(body):
+        async with gate:
+            await api.chat.completions.create(**body)
+    start = time.perf_counter()
+    await asyncio.gather(*(one(b) for b in bodies))
+    print(len(bodies) / (time.perf_counter() - start))
+asyncio.run(main())
+"""
+
+
+def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int = 32) -> None:
+    from addm_integration.context import Context
+    from addm_integration.extract import Extract
+    from addm_integration.submit import batch_lines
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "ws"
+        generate(root, n_restaurants=110, seed=4)
+        url_file = Path(tmp) / "url"
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "fake_openai.py"),
+                "--latency-ms",
+                str(latency_ms),
+                "--url-file",
+                str(url_file),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            while not url_file.exists():
+                time.sleep(0.05)
+            url = url_file.read_text().strip()
+            pipeline = Extract(Context.open(root), "G1a")
+            limit, count = 0, 0
+            for limit, record in enumerate(open(root / "data/context/yelp/dataset_K25.jsonl", "rb"), 1):
+                count += len(orjson.loads(record)["reviews"])
+                if count >= n_reviews:
+                    break
+            pipeline.limit = limit
+            requests = Path(tmp) / "requests.jsonl"
+            requests.write_bytes(b"".join(raw for _, raw in batch_lines(pipeline.work("x"))))
+            env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+            bare = float(
+                subprocess.run(
+                    [sys.executable, "-c", _BARE_LOOP, url, str(requests)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
+            env.update(OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=url)
+            start = time.perf_counter()
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "addm_integration.extract",
+                    "--root",
+                    str(root),
+                    "--task",
+                    "G1a",
+                    "--limit",
+                    str(limit),
+                    "--concurrency",
+                    str(concurrency),
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            ours = count / (time.perf_counter() - start)
+        finally:
+            server.terminate()
+            server.wait()
+        bound = concurrency / (latency_ms / 1000)
+        line(
+            f"ondemand: {count:,} reviews, {latency_ms} ms latency, concurrency {concurrency}",
+            f"{ours:,.0f} requests/s",
+        )
+        line("  bare AsyncOpenAI loop, same requests, nothing stored", f"{bare:,.0f} requests/s")
+        line("  ratio to the bare loop (goal >= 0.9)", f"{ours / bare:.2f}")
+        line(f"  ratio to the latency bound ({bound:,.0f}/s)", f"{ours / bound:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,10 +405,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("ledger")
     p.add_argument("--events", type=int, default=1_000_000)
+    p = sub.add_parser("scale")
+    p.add_argument("--lines", type=int, default=50_000)
+    p.add_argument("--cache", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     print(f"bench {args.what} on {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     if args.what == "ledger":
         bench_ledger(args.events)
+    else:
+        bench_scale(args.lines, args.cache)
     return 0
 
 
