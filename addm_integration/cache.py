@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from addm_integration.errors import BadInput
-from addm_integration.workspace import fsync_dir
+from ledger.log import fsync_dir
 
 _OPEN = b"{\n"
 _CLOSE = b"}\n"

@@ -49,7 +49,10 @@ def encode(*parts: str) -> str:
 
 
 def decode(custom_id: str) -> tuple[str, ...]:
-    return tuple(_unescape(p) for p in custom_id.split(SEP))
+    parts = custom_id.split(SEP)
+    if "%" not in custom_id and not any(":" in p for p in parts):  # nothing escaped: the parts as they are
+        return tuple(parts)
+    return tuple(_unescape(p) for p in parts)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from addm_integration.pipeline import Applied, WorkItem
 from ledger.reducer import JobState
 
 REVIEW_CHARS = 8000
+ENRICHMENT = ("date", "stars", "useful")  # what a judgment carries over from its review record
 
 
 def request_body(task: Task, review: Mapping[str, Any], model: str) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def parse_judgment(task: Task, review: Mapping[str, Any], text: str) -> dict[str
         for name, values in task.fields.items():
             value = answer.get(name)
             judgment[name] = value if value in values else next(iter(values))
-    for name in ("date", "stars", "useful"):
+    for name in ENRICHMENT:
         judgment[name] = review.get(name)
     return judgment
 
@@ -80,7 +81,7 @@ class Extract:
     limit: int | None = None
     model: str = "gpt-5-nano"
     _task: Task | None = field(default=None, repr=False)
-    _reviews: dict[str, Mapping[str, Any]] | None = field(default=None, repr=False)
+    _reviews: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
 
     @classmethod
     def from_params(cls, ctx: Context, params: Mapping[str, Any]) -> Extract:
@@ -101,17 +102,26 @@ class Extract:
                 raise BadInput(f"{path}: task_id is {self._task.task_id!r}, expected {self.task_id!r}")
         return self._task
 
+    def _selected(self) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        """(business_id, review) of the selected restaurants, in dataset order, streamed from the file."""
+        for n, record in enumerate(read_dataset(self.ctx.ws.dataset(self.domain, self.k))):
+            if self.limit is not None and n >= self.limit:
+                return
+            for review in record["reviews"]:
+                yield record["business_id"], review
+
     @property
-    def reviews(self) -> dict[str, Mapping[str, Any]]:
-        """review_id -> review of the selected restaurants, in dataset order."""
+    def reviews(self) -> dict[str, dict[str, Any]]:
+        """review_id -> what a judgment carries of its review (and its restaurant): not the text, which is large."""
         if self._reviews is None:
-            reviews: dict[str, Mapping[str, Any]] = {}
-            for n, record in enumerate(read_dataset(self.ctx.ws.dataset(self.domain, self.k))):
-                if self.limit is not None and n >= self.limit:
-                    break
-                for review in record["reviews"]:
-                    reviews[review["review_id"]] = {**review, "business_id": record["business_id"]}
-            self._reviews = reviews
+            self._reviews = {
+                review["review_id"]: {
+                    "review_id": review["review_id"],
+                    "business_id": business_id,
+                    **{name: review.get(name) for name in ENRICHMENT},
+                }
+                for business_id, review in self._selected()
+            }
         return self._reviews
 
     @property
@@ -121,9 +131,9 @@ class Extract:
     def work(self, job_id: str) -> Iterator[WorkItem]:
         task = self.task
         done = self.cache.present(self.task_id, self.reviews)
-        for review_id, review in self.reviews.items():
-            if review_id not in done:
-                cid = ReviewId(self.task_id, review["business_id"], review_id).encode()
+        for business_id, review in self._selected():
+            if review["review_id"] not in done:
+                cid = ReviewId(self.task_id, business_id, review["review_id"]).encode()
                 yield WorkItem(cid, request_body(task, review, self.model))
 
     def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
@@ -154,7 +164,8 @@ class Extract:
             return None
         if not isinstance(target, ReviewId) or target.task_id != self.task_id:
             return None
-        review = self.reviews.get(target.review_id)
+        review = self._reviews.get(target.review_id) if self._reviews is not None else None
+        review = review if review is not None else self.reviews.get(target.review_id)
         return review if review is not None and review["business_id"] == target.business_id else None
 
     def finalize(self, job: JobState) -> dict[str, Any]:

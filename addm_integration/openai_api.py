@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from addm_integration.credentials import Credentials
 from addm_integration.errors import BadInput, Transient
-from addm_integration.workspace import fsync_dir
+from ledger.log import fsync_dir
 
 if TYPE_CHECKING:  # the SDK takes most of a second to import: only runs that talk to the API pay for it
     from openai import AsyncOpenAI, OpenAI

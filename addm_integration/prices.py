@@ -53,17 +53,16 @@ def cost(model: str, usage: Mapping[str, int], mode: str) -> float | None:
 
 def dry_run(pipeline: Pipeline, limits: submit.Limits) -> str:
     """What a run would send and cost, computed from the very request lines it would send; nothing is written."""
-    count = size = batches = in_batch = batch_bytes = prompt_chars = 0
+    count = size = batches = in_batch = batch_bytes = 0
     for _, line in submit.batch_lines(pipeline.work("dry-run")):
         count += 1
         size += len(line)
-        prompt_chars += len(line)
         if not batches or in_batch >= limits.max_requests or batch_bytes + len(line) > limits.max_bytes:
             batches, in_batch, batch_bytes = batches + 1, 0, 0
         in_batch += 1
         batch_bytes += len(line)
     usage = {
-        "prompt_tokens": prompt_chars // 4,
+        "prompt_tokens": size // 4,  # about 4 bytes a token: the request line is mostly the prompt
         "completion_tokens": count * ASSUMED_OUTPUT_TOKENS.get(pipeline.name, 300),
     }
     live, batch = cost(pipeline.model, usage, "ondemand"), cost(pipeline.model, usage, "24hrbatch")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import orjson
 
+from ledger.log import fsync_dir
+
 
 @dataclass(frozen=True)
 class Workspace:
@@ -47,14 +49,6 @@ class Workspace:
     @property
     def env_file(self) -> Path:
         return self.root / ".env"
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

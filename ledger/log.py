@@ -133,7 +133,7 @@ class Ledger:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         return records
 
     def _repair_tail(self, fd: int) -> int:
@@ -274,7 +274,8 @@ def _last_line(fd: int, size: int) -> tuple[int, bytes | None]:
     return newline_end, buf[:-1]
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a file's creation or rename in ``directory`` durable, not only its contents."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -177,7 +176,7 @@ def bench_ledger(n_events: int) -> None:
 
 
 _APPLY = """
-import sys, time, resource
+import sys, time
 from pathlib import Path
 from addm_integration.context import Context
 from addm_integration.extract import Extract
@@ -185,11 +184,19 @@ from addm_integration import fetch
 start = time.perf_counter()
 said = fetch.fetch(Context.open(Path(sys.argv[1])), Extract, sys.argv[2])
 assert said and "applied" in said, said
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(time.perf_counter() - start, _peak_mb())
+"""
+
+_SUBMIT = """
+import sys, time
+from addm_integration import extract
+start = time.perf_counter()
+assert extract.main(sys.argv[1:]) == 0
+print(time.perf_counter() - start, _peak_mb())
 """
 
 _BARE_APPLY = """
-import os, sys, time, resource, orjson
+import os, sys, time, orjson
 start = time.perf_counter()
 judgments = {}
 with open(sys.argv[1], "rb") as f:
@@ -201,14 +208,24 @@ with open(sys.argv[2], "wb") as out:
     out.write(orjson.dumps({"G1a": judgments}))
     out.flush()
     os.fsync(out.fileno())
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(time.perf_counter() - start, _peak_mb())
+"""
+
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report its parent's peak.
+_PEAK = """
+def _peak_mb():
+    for row in open("/proc/self/status"):
+        if row.startswith("VmHWM:"):
+            return int(row.split()[1]) / 1024
 """
 
 
 def _child(code: str, *args: str) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
-    out = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True)
-    seconds, rss = out.stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK + code, *args], env=env, capture_output=True, text=True, check=True
+    )
+    seconds, rss = out.stdout.splitlines()[-1].split()
     return float(seconds), float(rss)
 
 
@@ -270,6 +287,7 @@ def bench_scale(n_lines: int, cache_size: int) -> None:
             shutil.copytree(template, root)
             if prefill:
                 _prefill(root / "data" / "answers" / "yelp" / "cache.json", prefill)
+            os.sync()  # the copies' dirty pages must not land inside the measured fsyncs
             runs[label] = _child(_APPLY, str(root), batch_id)
         (empty, empty_rss), (full, full_rss) = runs["empty"], runs["full"]
         line("bare baseline: orjson-parse the file, write judgments once", f"{bare:.2f} s, peak RSS {bare_rss:.0f} MB")
@@ -284,24 +302,16 @@ def bench_scale(n_lines: int, cache_size: int) -> None:
             env_file.write_text(f"OPENAI_API_KEY=sk-bench\nOPENAI_BASE_URL={server.base_url}\n")
             env_file.chmod(0o600)
             shutil.rmtree(template / "data" / "ledger")
-            argv = [sys.executable, "-m", "addm_integration.extract", "--root", str(template), "--task", "G1a"]
-            start = time.perf_counter()
-            subprocess.run(
-                [*argv, "--llm-mode", "24hrbatch", "--no-cron", "--max-batch-requests", "50000"],
-                check=True,
-                capture_output=True,
-            )
-            seconds = time.perf_counter() - start
-            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-            n = sum(len(server_batch) for server_batch in [server.batch_ids()])
+            args = ["--root", str(template), "--task", "G1a", "--llm-mode", "24hrbatch", "--no-cron"]
+            seconds, rss = _child(_SUBMIT, *args)
             reviews = sum(
                 len(orjson.loads(x)["reviews"]) for x in (template / "data/context/yelp/dataset_K25.jsonl").open("rb")
             )
             line(
                 f"submit of {reviews:,} requests (build, split, upload)",
-                f"{reviews / seconds:,.0f} requests/s, {n} batch(es)",
+                f"{reviews / seconds:,.0f} requests/s, {len(server.batch_ids())} batch(es)",
             )
-            line("  peak RSS of the submit (max over child processes so far)", f"{rss:.0f} MB")
+            line("  peak RSS of the submit", f"{rss:.0f} MB")
 
     bench_ondemand()
 
@@ -348,11 +358,9 @@ def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int
                 time.sleep(0.05)
             url = url_file.read_text().strip()
             pipeline = Extract(Context.open(root), "G1a")
-            limit, count = 0, 0
-            for limit, record in enumerate(open(root / "data/context/yelp/dataset_K25.jsonl", "rb"), 1):
-                count += len(orjson.loads(record)["reviews"])
-                if count >= n_reviews:
-                    break
+            sizes = [len(orjson.loads(r)["reviews"]) for r in (root / "data/context/yelp/dataset_K25.jsonl").open("rb")]
+            limit = next(n for n in range(1, len(sizes) + 1) if sum(sizes[:n]) >= n_reviews)
+            count = sum(sizes[:limit])
             pipeline.limit = limit
             requests = Path(tmp) / "requests.jsonl"
             requests.write_bytes(b"".join(raw for _, raw in batch_lines(pipeline.work("x"))))
