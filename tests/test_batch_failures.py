@@ -290,3 +290,36 @@ def test_on_windows_submit_warns_installs_nothing_and_prints_the_command(
     err = capsys.readouterr().err
     assert "warning" in err and "--batch-id" in err
     assert not ws.tab.exists() and len(ws.server.batch_ids()) == 1
+
+
+def test_a_job_split_into_many_batches_finalizes_once_after_the_last(ws: Workspace) -> None:
+    ids = _review_ids(ws)
+    result = ws.run("extract", *TASK, *submit_args(ws, "--max-batch-requests", "40"))
+    assert result.returncode == 0, result.stderr
+    batches = ws.server.batch_ids()
+    assert len(batches) == -(-len(ids) // 40) == len(ws.cron_lines())
+    (job,) = ws.ledger_json("status")
+    assert [b["batch_id"] for b in job["batches"]] == batches
+    for n, batch in enumerate(batches):
+        ws.server.set_batch_outcome(batch, "completed")
+        run = _cron(ws, batch)
+        assert ("reviews judged" in run.stdout) == (n == len(batches) - 1)
+        assert _job(ws)["state"] == ("finalized" if n == len(batches) - 1 else "running")
+    assert _cached(ws) == {_rid(c) for c in ids} and ws.cron_lines() == {}
+    assert [e["type"] for e in ws.ledger_json("show", job["job_id"])].count("JobFinalized") == 1
+
+
+def test_result_lines_of_no_submitted_request_are_counted_not_applied(ws: Workspace) -> None:
+    ids = _review_ids(ws)
+    batch = _submit(ws)
+    ws.server.set_batch_outcome(batch, "completed")
+    crashed = ws.run("extract", *TASK, "--batch-id", batch, env=ws.env(ADDM_FAILPOINT="after-download-error"))
+    assert crashed.returncode == -9
+    output = ws.root / "data" / "batches" / batch / "output.jsonl"
+    first = orjson.loads(output.read_bytes().splitlines()[0])
+    strangers = [{**first, "custom_id": "review::G1a::nobody::nothing"}, {**first, "custom_id": 42}, first]
+    with output.open("ab") as f:
+        f.write(b"".join(orjson.dumps(s) + b"\n" for s in strangers))
+    run = _cron(ws, batch)
+    assert f"{len(ids)} applied, 0 failed, 3 result lines matched no submitted request" in run.stdout
+    assert len(ws.ledger_json("audit", "--batch", batch)) == len(ids)

@@ -6,6 +6,7 @@ import dataclasses
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -13,14 +14,16 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import events
 from ledger.events import (
     BatchCreated,
+    BatchPolled,
     BatchSettled,
     CronInstalled,
+    CronRemoved,
     FileUploaded,
     ItemsApplied,
     ItemsFailed,
@@ -30,6 +33,7 @@ from ledger.events import (
     SchemaError,
     from_payload,
 )
+from ledger.index import Index
 from ledger.log import Ledger, LedgerCorrupt, Record
 from ledger.reducer import apply, fold
 
@@ -205,3 +209,43 @@ def test_older_versions_are_upcast_when_read(tmp_path: Path, monkeypatch: pytest
     )
     (record,) = list(ledger.records())
     assert record.event == BatchSettledV2("b1", "completed", 3, 1)
+
+
+JOBS = st.sampled_from(["j1", "j2", "j3"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(JOBS, st.integers(0, 5)), min_size=1, max_size=40))
+def test_folding_a_jobs_indexed_records_equals_folding_the_whole_log(steps: list[tuple[str, int]]) -> None:
+    """What a run reads (its job's records, through the index) gives the state the whole log gives."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = Ledger(Path(tmp), clock=_clock())
+        created: set[str] = set()
+        for job_id, kind in steps:
+            batch = f"{job_id}-b"
+            if job_id not in created:
+                created.add(job_id)
+                ledger.append(
+                    [
+                        JobCreated(job_id, "extract", "24hrbatch", f"key-{job_id}", {}, 5),
+                        PartPlanned(job_id, f"{job_id}-p", 5, 10, 1, "/in", "m"),
+                        BatchCreated(job_id, f"{job_id}-p", batch),
+                    ]
+                )
+            event = [
+                CronInstalled(batch, "*/5"),
+                BatchPolled(batch, "in_progress", {"total": 5, "completed": kind}),
+                ItemsApplied(job_id, batch, (f"c{kind}",), 1),
+                ItemsFailed(job_id, batch, ((f"c{kind}", "HTTP 500", True),), 1),
+                BatchSettled(batch, "completed", 1, 1),
+                CronRemoved(batch),
+            ][kind]
+            ledger.append([event])
+            if kind == 1:
+                Index(ledger).catch_up()  # sometimes indexed as it goes, sometimes in one catch-up
+        whole = fold(ledger.records())
+        for job_id in created:
+            scoped = fold(Index(ledger).records_of(job_id))
+            assert scoped.jobs[job_id] == whole.jobs[job_id]
+            assert scoped.batches[f"{job_id}-b"] == whole.batches[f"{job_id}-b"]
+        assert [r.event.job_id for r in Index(ledger).records_of("key:key-j1")] == (["j1"] if "j1" in created else [])
