@@ -8,7 +8,7 @@ and the entry gone, not even a status check.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import orjson
@@ -19,6 +19,7 @@ from addm_integration.cron import cron_supported
 from addm_integration.errors import BadInput, Corrupt
 from addm_integration.outcomes import Outcome, from_batch_line
 from addm_integration.pipeline import Pipeline, apply_outcomes, finalize
+from addm_integration.progress import progress
 from ledger.events import BatchPolled, BatchSettled, CronRemoved, FilesStored
 from ledger.reducer import TERMINAL, BatchState, JobState, State
 
@@ -166,24 +167,33 @@ def _read_results(ctx: Context, batch: BatchState, submitted: set[str]) -> tuple
     """Outcomes by custom_id from the stored files, and the count of lines that belong to no submitted item."""
     outcomes: dict[str, Outcome] = {}
     unroutable = 0
-    for kind in RESULT_KINDS:
-        if not (batch.files or {}).get(kind, {}).get("file_id"):
-            continue
-        path = ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl"
-        with path.open("rb") as f:
-            for number, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    line = orjson.loads(raw)
-                    cid = line.get("custom_id")
-                except (orjson.JSONDecodeError, AttributeError):
-                    raise Corrupt(f"{path}: line {number}: not a JSON object; replay after fixing it") from None
-                if not isinstance(cid, str) or cid not in submitted or cid in outcomes:
-                    unroutable += 1
-                    continue
-                outcomes[cid] = from_batch_line(line)
+    with progress(len(submitted), f"reading {batch.batch_id}") as advance:
+        for kind in RESULT_KINDS:
+            if (batch.files or {}).get(kind, {}).get("file_id"):
+                unroutable += _read_file(
+                    ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl", submitted, outcomes, advance
+                )
     return outcomes, unroutable
+
+
+def _read_file(path: Path, submitted: set[str], outcomes: dict[str, Outcome], advance: Callable[[], None]) -> int:
+    """Add the file's outcomes to ``outcomes``; return how many lines matched no submitted request."""
+    unroutable = 0
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                line = orjson.loads(raw)
+                cid = line.get("custom_id")
+            except (orjson.JSONDecodeError, AttributeError):
+                raise Corrupt(f"{path}: line {number}: not a JSON object; replay after fixing it") from None
+            if not isinstance(cid, str) or cid not in submitted or cid in outcomes:
+                unroutable += 1
+                continue
+            outcomes[cid] = from_batch_line(line)
+            advance()
+    return unroutable
 
 
 def _settle(ctx: Context, pipeline: Pipeline, state: State, batch_id: str, kind: str = "apply") -> str:

@@ -7,11 +7,9 @@ asks only for it. Results are applied every few hundred answers, so an interrupt
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -23,6 +21,7 @@ from addm_integration.credentials import Credentials
 from addm_integration.errors import BadInput
 from addm_integration.outcomes import Outcome, from_body, from_exception
 from addm_integration.pipeline import Pipeline, WorkItem, apply_outcomes, finalize
+from addm_integration.progress import progress
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -73,25 +72,6 @@ async def _run(
             flush(buffer[:])
             buffer.clear()
         await api.close()
-
-
-def progress(total: int, label: str) -> AbstractContextManager[Callable[[], None]]:
-    """A progress bar on a terminal; nothing at all otherwise (cron, pipes, tests)."""
-    if not sys.stderr.isatty() or total == 0:
-        return nullcontext(lambda: None)
-    from rich.progress import Progress
-
-    class _Bar:
-        def __enter__(self) -> Callable[[], None]:
-            self.bar = Progress(transient=True)
-            self.bar.start()
-            task = self.bar.add_task(label, total=total)
-            return lambda: self.bar.advance(task)
-
-        def __exit__(self, *exc: object) -> None:
-            self.bar.stop()
-
-    return _Bar()
 
 
 def run(
