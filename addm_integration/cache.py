@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
+from filelock import FileLock
 
 from addm_integration.errors import BadInput
 from ledger.log import fsync_dir
@@ -112,10 +113,18 @@ class JudgmentCache:
             return body, _find(f, b"\n}", body - 1, size) + 1
 
     def merge(self, task: str, entries: Mapping[str, Any]) -> None:
-        """Store ``entries`` under ``task``, replacing entries of the same review, atomically."""
+        """Store ``entries`` under ``task``, replacing entries of the same review, atomically.
+
+        Under a lock: two jobs (of different tasks, so not sharing a job lock) applying at the same time must not
+        each rename their copy over the other's.
+        """
         if not entries:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{self.path}.lock", timeout=600):
+            self._merge_locked(task, entries)
+
+    def _merge_locked(self, task: str, entries: Mapping[str, Any]) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as out:

@@ -119,17 +119,11 @@ def _dispatch(ctx: Context, args: Any, argv: list[str], cls: type[Pipeline], bui
     if args.llm_mode == "ondemand":
         return ondemand.execute(ctx, pipeline, args.concurrency)
     tabfile = args.crontab_file or os.environ.get("ADDM_CRONTAB")
-    tab_args = ["--crontab-file", str(Path(tabfile).resolve())] if tabfile else []
-    spec = None
-    if not args.no_cron:
-        spec = submit.CronSpec(
-            str(Path(tabfile).resolve()) if tabfile else None,
-            sys.executable,
-            cls.module,
-            tuple(cron_args(argv, ctx.ws.root)),
-        )
+    tab = str(Path(tabfile).resolve()) if tabfile else None
+    again = cron_args(argv, ctx.ws.root)
+    spec = None if args.no_cron else submit.CronSpec(tab, sys.executable, cls.module, tuple(again))
     params = {
-        "submit": [sys.executable, "-m", cls.module, *cron_args(argv, ctx.ws.root), *tab_args],
+        "submit": [sys.executable, "-m", cls.module, *again, *(["--crontab-file", tab] if tab else [])],
         "max_attempts": args.max_attempts,
         "limits": {"max_requests": limits.max_requests, "max_bytes": limits.max_bytes},
         "cron": spec.to_params() if spec else None,

@@ -19,10 +19,10 @@ import orjson
 
 from addm_integration import credentials, openai_api
 from addm_integration.context import Context
-from addm_integration.cron import CronTable, cron_supported, fetch_command
+from addm_integration.cron import CronTable, cron_supported
 from addm_integration.errors import AddmError
-from addm_integration.submit import CronSpec, log_path
-from ledger.events import CronInstalled, CronRemoved
+from addm_integration.submit import CronSpec, install_cron
+from ledger.events import CronRemoved
 from ledger.reducer import State
 
 FIXABLE = ("stale-cron-entry", "missing-cron-entry", "torn-ledger-tail", "leftover-file")
@@ -144,13 +144,9 @@ def repair(ctx: Context, finding: Finding, tabfile: str | None) -> None:
             ctx.record(CronRemoved(finding.subject))
     elif finding.kind == "missing-cron-entry":
         batch = state.batches[finding.subject]
-        spec = CronSpec.from_params(state.jobs[batch.job_id].params.get("cron"))
-        assert spec is not None
-        log = log_path(ctx, batch.batch_id)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        command = fetch_command(ctx.ws.root, spec.python, spec.module, spec.args, batch.batch_id, log)
-        spec.table().install(batch.batch_id, command)
-        ctx.record(CronInstalled(batch.batch_id, "*/5 * * * *"))
+        ctx.record(
+            *install_cron(ctx, CronSpec.from_params(state.jobs[batch.job_id].params.get("cron")), batch.batch_id)
+        )
 
 
 def cancel(ctx: Context, batch_id: str) -> str:

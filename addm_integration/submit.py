@@ -19,7 +19,7 @@ import orjson
 
 from addm_integration import credentials, failpoints, openai_api
 from addm_integration.context import Context, create_job
-from addm_integration.cron import CronTable, cron_supported, fetch_command
+from addm_integration.cron import SCHEDULE, CronTable, cron_supported, fetch_command
 from addm_integration.errors import BadInput
 from addm_integration.pipeline import Pipeline, WorkItem
 from ledger.events import BatchCreated, CronInstalled, Event, FileUploaded, PartPlanned, SendStarted
@@ -190,19 +190,19 @@ def keep_input(ctx: Context, part: PartState, batch_id: str) -> None:
 
 
 def install_cron(ctx: Context, spec: CronSpec | None, batch_id: str) -> list[Event]:
+    """The batch's entry (where there is cron), or on Windows the command to run by hand; the event to record."""
     if spec is None:
         return []
+    command = fetch_command(ctx.ws.root, spec.python, spec.module, spec.args, batch_id, log_path(ctx, batch_id))
     if not cron_supported():
-        command = fetch_command(ctx.ws.root, spec.python, spec.module, spec.args, batch_id, log_path(ctx, batch_id))
         print(
             f"warning: cron is not available on this system; no entry installed. Run by hand until done:\n{command}",
             file=sys.stderr,
         )
         return []
     ctx.ws.logs_dir.mkdir(parents=True, exist_ok=True)
-    command = fetch_command(ctx.ws.root, spec.python, spec.module, spec.args, batch_id, log_path(ctx, batch_id))
     spec.table().install(batch_id, command)
-    return [CronInstalled(batch_id, "*/5 * * * *")]
+    return [CronInstalled(batch_id, SCHEDULE)]
 
 
 def log_path(ctx: Context, batch_id: str) -> Path:

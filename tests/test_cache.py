@@ -67,3 +67,21 @@ def test_a_kill_during_merges_leaves_a_complete_cache(tmp_path: Path) -> None:
         proc.wait()
         data = orjson.loads(path.read_bytes()) if path.exists() else {"G1a": {}}
         assert all(len([k for k in data["G1a"] if k.startswith(f"r{n}-")]) in (0, 20000) for n in range(50))
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from addm_integration.cache import JudgmentCache
+cache = JudgmentCache(Path(sys.argv[1]))
+for i in range(40):
+    cache.merge(sys.argv[2], {f"{sys.argv[2]}-{i}": i})
+"""
+
+
+def test_concurrent_merges_of_different_tasks_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "cache.json"
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), f"T{n}"]) for n in range(4)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    data = orjson.loads(path.read_bytes())
+    assert {task: len(entries) for task, entries in data.items()} == {f"T{n}": 40 for n in range(4)}
