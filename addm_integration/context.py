@@ -78,8 +78,11 @@ class Context:
     def record(self, *events: Event) -> None:
         """Append, then index what was appended, so that a later run that has nothing to do writes nothing."""
         if events:
-            self.ledger.append(events)
-            self.index.catch_up()
+            try:
+                self.ledger.append(events)
+                self.index.catch_up()
+            except LedgerCorrupt as exc:
+                raise Corrupt(str(exc)) from None
 
     def job_lock(self, key: str, timeout: float) -> FileLock:
         """One lock per job identity: the submit, the fetches and the finalize of a job never overlap."""

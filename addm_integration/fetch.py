@@ -224,7 +224,9 @@ def _settle(ctx: Context, pipeline: Pipeline, state: State, batch_id: str, kind:
     if unroutable:
         line += f", {unroutable} result lines matched no submitted request"
     if batch.status == "failed":
-        line += f" ({reason}); run the same command again later to send what is missing"
+        codes = {e.get("code") for e in batch.errors}
+        when = "once the running batches are done" if "token_limit_exceeded" in codes else "after fixing the cause"
+        line += f" ({reason}); nothing ran and nothing is billed: run the same command {when} to send what is missing"
     return line
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 from filelock import FileLock, Timeout
@@ -189,10 +190,11 @@ class Ledger:
         """One record by its position (from an index); its checksum is checked like any other read."""
         with open(self.path, "rb") as f:
             raw = os.pread(f.fileno(), length, offset)
-        try:
-            return decode_line(raw.rstrip(b"\n"))
-        except (ValueError, SchemaError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise LedgerCorrupt(self.path, 0, _guess_seq(raw), f"record at byte {offset}: {exc}") from None
+            try:
+                return decode_line(raw.rstrip(b"\n"))
+            except (ValueError, SchemaError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                line = _line_number(f, offset)  # counted only now: a failure may cost a pass over the file
+                raise LedgerCorrupt(self.path, line, _guess_seq(raw), str(exc)) from None
 
     def verify(self) -> tuple[int, str | None]:
         """Count the sound records; return (count, warning about a torn tail or None). Raises LedgerCorrupt."""
@@ -229,6 +231,18 @@ class Ledger:
             on_torn(
                 f"{self.path}: line {pending[0]}: torn final record ({pending[2]}); it is set aside at the next write"
             )
+
+
+def _line_number(f: BinaryIO, offset: int) -> int:
+    f.seek(0)
+    newlines = 0
+    while offset > 0:
+        chunk = f.read(min(1 << 20, offset))
+        if not chunk:
+            break
+        newlines += chunk.count(b"\n")
+        offset -= len(chunk)
+    return newlines + 1
 
 
 def _warn(message: str) -> None:

@@ -139,7 +139,9 @@ def test_failed_validation_is_reported_and_the_same_submit_later_sends_what_is_m
     errors = [{"code": "token_limit_exceeded", "message": "Enqueued token limit reached for gpt-5-nano."}]
     ws.server.set_batch_outcome(batch, "failed", errors=errors)
     run = _cron(ws, batch)
-    assert "token_limit_exceeded" in run.stdout and "run the same command again" in run.stdout
+    assert (
+        "token_limit_exceeded" in run.stdout and "run the same command once the running batches are done" in run.stdout
+    )
     assert ws.batches() == [] and _job(ws)["state"] == "finalized"
 
     again = _submit(ws)

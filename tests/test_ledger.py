@@ -249,3 +249,21 @@ def test_folding_a_jobs_indexed_records_equals_folding_the_whole_log(steps: list
             assert scoped.jobs[job_id] == whole.jobs[job_id]
             assert scoped.batches[f"{job_id}-b"] == whole.batches[f"{job_id}-b"]
         assert [r.event.job_id for r in Index(ledger).records_of("key:key-j1")] == (["j1"] if "j1" in created else [])
+
+
+def test_a_run_that_meets_a_damaged_record_of_its_job_stops_with_one_line(tmp_path: Path) -> None:
+    from addm_integration.context import Context
+    from addm_integration.errors import Corrupt
+
+    root = tmp_path / "ws"
+    ctx = Context.open(root)
+    ctx.record(*_job_events()[:4])
+    ctx.record(*_job_events()[4:])
+    lines = ctx.ledger.path.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b"file-1", b"file-2")  # FileUploaded, seq 3: its checksum no longer matches
+    ctx.ledger.path.write_bytes(b"".join(lines))
+    with pytest.raises(Corrupt) as caught:
+        ctx.job_state("j1")
+    message = str(caught.value)
+    assert str(ctx.ledger.path) in message and "line 3" in message and "seq 3" in message
+    assert "\n" not in message
