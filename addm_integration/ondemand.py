@@ -18,7 +18,7 @@ import orjson
 from addm_integration import credentials, openai_api
 from addm_integration.context import Context, create_job
 from addm_integration.credentials import Credentials
-from addm_integration.errors import BadInput
+from addm_integration.errors import BadInput, Transient
 from addm_integration.outcomes import Outcome, from_body, from_exception
 from addm_integration.pipeline import Pipeline, WorkItem, apply_outcomes, finalize
 from addm_integration.progress import progress
@@ -102,17 +102,23 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
             creds = credentials.resolve(ctx.ws.root)
         job = ctx.job_state(job_id).jobs[job_id]
         reasons: Counter[str] = Counter()
+        transient = applied = 0
 
         def flush(chunk: list[Outcome]) -> None:
+            nonlocal transient, applied
             result, events = apply_outcomes(pipeline, job, chunk, batch_id=None, attempt=1)
             ctx.record(*events)
             reasons.update(reason for _, reason, _ in result.failures)
+            transient += sum(retryable for _, _, retryable in result.failures)
+            applied += len(result.applied)
 
         run(creds, items, len(items), concurrency, flush)
         ctx.record(finalize(pipeline, ctx.job_state(job_id).jobs[job_id]))
+        top = ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common(3))
+        if items and not applied and transient == len(items):  # nothing got through: the service, not the data
+            raise Transient(f"all {len(items)} requests failed ({top}); the next run retries them")
         said = pipeline.summary(ctx.job_state(job_id).jobs[job_id])
         if reasons:
-            top = ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common(3))
             said += f"\n{reasons.total()} requests failed ({top}); run the same command again to retry them"
         return said
     finally:

@@ -131,3 +131,11 @@ def test_wait_polls_in_the_foreground_until_finalized(ws: Workspace) -> None:
     assert "reviews judged" in result.stdout
     assert ws.cron_lines() == {}
     _check_judgments(ws, _expected_reviews(ws))
+
+
+def test_ondemand_with_the_service_down_exits_75_and_keeps_nothing_half_done(ws: Workspace) -> None:
+    env = ws.env(OPENAI_API_KEY=KEY, OPENAI_BASE_URL="http://127.0.0.1:9/v1")  # nothing listens there
+    result = ws.run("extract", "--task", "G1a", "--limit", "1", env=env)
+    assert result.returncode == 75, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "next run retries" in result.stderr
+    assert not ws.cache.exists()
