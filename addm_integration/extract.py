@@ -17,7 +17,7 @@ from addm_integration.context import Context
 from addm_integration.custom_id import CustomIdError, ReviewId, parse
 from addm_integration.errors import BadInput
 from addm_integration.inputs import Task, read_dataset, read_task
-from addm_integration.outcomes import Outcome
+from addm_integration.outcomes import Outcome, unparsable
 from addm_integration.pipeline import Applied, WorkItem
 from ledger.reducer import JobState
 
@@ -142,7 +142,7 @@ class Extract:
         failures: list[tuple[str, str, bool]] = []
         for outcome in outcomes:
             if not outcome.ok:
-                failures.append((outcome.custom_id, outcome.error or "error", outcome.retryable))
+                failures.append(outcome.failure)
                 continue
             review = self._route(outcome.custom_id)
             if review is None:
@@ -151,7 +151,7 @@ class Extract:
             try:
                 judgments[review["review_id"]] = parse_judgment(self.task, review, outcome.content or "")
             except ValueError as exc:
-                failures.append((outcome.custom_id, f"unparsable answer: {exc}", True))
+                failures.append(unparsable(outcome, str(exc)).failure)
                 continue
             applied.append(outcome.custom_id)
         self.cache.merge(self.task_id, judgments)

@@ -29,6 +29,11 @@ class Outcome:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def failure(self) -> tuple[str, str, bool]:
+        """(custom_id, reason, retryable), as ItemsFailed records it."""
+        return self.custom_id, self.error or "error", self.retryable
+
 
 def from_body(custom_id: str, body: Mapping[str, Any], latency_ms: float | None = None) -> Outcome:
     """A chat completion (as JSON) that came back with a 2xx status."""

@@ -20,7 +20,7 @@ from addm_integration.context import Context
 from addm_integration.custom_id import CustomIdError, SampleId, parse
 from addm_integration.inputs import read_dataset, read_ground_truth, read_json, read_text
 from addm_integration.metrics import VERDICTS, normalize_verdict, score_rows
-from addm_integration.outcomes import Outcome
+from addm_integration.outcomes import Outcome, unparsable
 from addm_integration.pipeline import Applied, WorkItem
 from addm_integration.workspace import atomic_write, atomic_write_json
 from ledger.log import format_ts
@@ -205,10 +205,8 @@ class Baseline:
                     applied.append(outcome.custom_id)
                     continue
                 except ValueError as exc:
-                    outcome = Outcome(
-                        outcome.custom_id, usage=outcome.usage, error=f"unparsable answer: {exc}", retryable=True
-                    )
-            failures.append((outcome.custom_id, outcome.error or "error", outcome.retryable))
+                    outcome = unparsable(outcome, str(exc))
+            failures.append(outcome.failure)
             if "error" in rows.get(business_id, {"error": None}):  # a failure never replaces a success
                 rows[business_id] = {"business_id": business_id, "name": name, "error": outcome.error}
         if outcomes:
