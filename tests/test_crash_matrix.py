@@ -152,3 +152,30 @@ def test_kill_inside_a_held_download_then_rerun_downloads_again(ws: Workspace) -
     assert not (ws.root / "data" / "batches" / batch_id / "output.jsonl").exists()
     _fetch(ws, batch_id)
     _converged(ws, ids, cache)
+
+
+def test_kill_during_an_ondemand_run_then_rerun_completes_without_asking_twice(ws: Workspace) -> None:
+    _, cache = _expected(ws)
+    ws.server.latency_ms = 150
+    env = ws.env(OPENAI_API_KEY="sk-test-secret-9f3b2c7d1e", OPENAI_BASE_URL=ws.server.base_url)
+    argv = _argv(ws, "--concurrency", "2")
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    events = ws.root / "data" / "ledger" / "events.jsonl"
+    deadline = time.monotonic() + 60
+    while not (events.exists() and b"ItemsApplied" in events.read_bytes()):  # the first chunk is durable
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.kill()
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    kept = len(orjson.loads(ws.cache.read_bytes())["G1a"])
+    assert 0 < kept < len(cache) + 1
+    ws.server.latency_ms = 0
+    ws.server.reset_stats()
+    rerun = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert ws.server.stats()["requests"] == len(cache) + 1 - kept  # only what was missing was asked for
+    expected = {**cache}
+    judged = orjson.loads(ws.cache.read_bytes())["G1a"]
+    assert {k: judged[k] for k in expected} == expected
+    (job,) = ws.ledger_json("status")
+    assert job["state"] == "finalized" and ws.run("ledger", "verify").returncode == 0
