@@ -20,6 +20,15 @@ from addm_integration.errors import AddmError, Transient
 from addm_integration.pipeline import Pipeline
 from ledger.log import LedgerBusy
 
+_MODES = """\
+ondemand (default): live calls, --concurrency at once; results applied as they come, so the same command after
+  an interruption asks only for what is missing.
+24hrbatch: the same requests through the OpenAI Batch API at half the price. Submitting uploads them, creates the
+  batch(es), installs one cron entry per batch (every 5 minutes, marked # ADDM_BATCH_<id>) that runs this same
+  command with --batch-id, and exits. Each cron run is silent until the batch is done; then it applies the results,
+  requeues what is retryable, finalizes the job and removes its entry. Logs: data/logs/<batch_id>.log.
+  The key comes from the environment or <root>/.env (chmod 600), never from the cron line."""
+
 _NOT_FOR_CRON = {"--wait": 0, "--dry-run": 0, "--replay": 0, "--root": 1, "--crontab-file": 1, "--batch-id": 1}
 
 
@@ -40,10 +49,11 @@ def non_negative_int(text: str) -> int:
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
-        description=description,
+        description=f"{description}\n\n{_MODES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # the cron line repeats these flags; an abbreviation must not change meaning later
-        epilog="Exit codes: 0 done (or nothing to do), 2 bad input, 75 transient failure (the next run retries), "
-        "1 ledger corrupt.",
+        epilog="Exit codes: 0 done (or nothing to do, or batch still running), 2 bad input (nothing written or "
+        "sent),\n75 transient failure (the next run retries), 1 ledger corrupt. Guide: README.md.",
     )
     p.add_argument("--llm-mode", choices=("ondemand", "24hrbatch"), default="ondemand", help="default: ondemand")
     p.add_argument("--batch-id", help="fetch-only: check this batch; when done apply, finalize, remove its cron entry")
