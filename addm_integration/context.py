@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,31 +45,23 @@ class Context:
 
     def state(self) -> State:
         """Every job of the workspace: for readings over all of it, never on a run's path."""
-        try:
+        with _corrupt_is_exit_1():
             return fold(self.ledger.records())
-        except LedgerCorrupt as exc:
-            raise Corrupt(str(exc)) from None
 
     def job_state(self, job_id: str) -> State:
         """The state of one job and its batches, folded from their records alone."""
-        try:
+        with _corrupt_is_exit_1():
             return fold(self.index.records_of(job_id))
-        except LedgerCorrupt as exc:
-            raise Corrupt(str(exc)) from None
 
     def batch_state(self, batch_id: str) -> State | None:
-        try:
+        with _corrupt_is_exit_1():
             job_id = self.index.job_of(batch_id)
-        except LedgerCorrupt as exc:
-            raise Corrupt(str(exc)) from None
         return self.job_state(job_id) if job_id else None
 
     def open_job(self, key: str, mode: str) -> JobState | None:
         """The unfinished job of this identity and mode, which a repeated command continues instead of paying again."""
-        try:
+        with _corrupt_is_exit_1():
             job_ids = list(self.index.job_ids(key))
-        except LedgerCorrupt as exc:
-            raise Corrupt(str(exc)) from None
         for job_id in reversed(job_ids):
             job = self.job_state(job_id).jobs[job_id]
             if job.mode == mode and not job.finalized:
@@ -78,11 +71,9 @@ class Context:
     def record(self, *events: Event) -> None:
         """Append, then index what was appended, so that a later run that has nothing to do writes nothing."""
         if events:
-            try:
+            with _corrupt_is_exit_1():
                 self.ledger.append(events)
                 self.index.catch_up()
-            except LedgerCorrupt as exc:
-                raise Corrupt(str(exc)) from None
 
     def job_lock(self, key: str, timeout: float) -> FileLock:
         """One lock per job identity: the submit, the fetches and the finalize of a job never overlap."""
@@ -97,6 +88,15 @@ class Context:
         except Timeout:
             return False
         return True
+
+
+@contextmanager
+def _corrupt_is_exit_1() -> Iterator[None]:
+    """The ledger's own error, as the one line and exit code a user gets (CONTRACT §6)."""
+    try:
+        yield
+    except LedgerCorrupt as exc:
+        raise Corrupt(str(exc)) from None
 
 
 def create_job(ctx: Context, pipeline: Pipeline, mode: str, params: Mapping[str, Any]) -> tuple[str, JobCreated]:

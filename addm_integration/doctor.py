@@ -72,8 +72,9 @@ def examine(ctx: Context, tabfile: str | None, *, remote: bool = True) -> Iterat
     state = ctx.state()
 
     if cron_supported():
-        for table_file, table in _tables(state, tabfile).items():
-            for batch_id in table.entries():
+        entries = {table_file: table.entries() for table_file, table in _tables(state, tabfile).items()}  # read once
+        for table_file, present in entries.items():
+            for batch_id in present:
                 batch = state.batches.get(batch_id)
                 job = state.jobs.get(batch.job_id) if batch else None
                 if job is None:
@@ -88,7 +89,7 @@ def examine(ctx: Context, tabfile: str | None, *, remote: bool = True) -> Iterat
         for batch in state.batches.values():
             job = state.jobs[batch.job_id]
             spec = CronSpec.from_params(job.params.get("cron"))
-            if batch.settled or spec is None or batch.batch_id in spec.table().entries():
+            if batch.settled or spec is None or batch.batch_id in entries[spec.tabfile]:
                 continue
             yield Finding(
                 "missing-cron-entry",

@@ -15,7 +15,6 @@ import orjson
 
 from addm_integration import credentials, failpoints, openai_api, submit
 from addm_integration.context import Context
-from addm_integration.cron import cron_supported
 from addm_integration.errors import BadInput, Corrupt
 from addm_integration.outcomes import Outcome, from_batch_line
 from addm_integration.pipeline import Pipeline, apply_outcomes, finalize
@@ -46,19 +45,18 @@ def input_lines(path: Path) -> Iterator[tuple[str, bytes]]:
                 yield cid, raw if raw.endswith(b"\n") else raw + b"\n"
 
 
-def needs_requeue(job: JobState, batch: BatchState, max_attempts: int) -> list[str]:
+def needs_requeue(job: JobState, batch: BatchState) -> list[str]:
     """The batch's retryable failures still failing, when another attempt is allowed and not yet planned."""
-    if batch.requeued or batch.attempt >= max_attempts:
+    if batch.requeued or batch.attempt >= int(job.params.get("max_attempts", 3)):
         return []
     return [c for c in batch.retryable if c in job.failures and job.failures[c][1]]
 
 
 def job_complete(state: State, job: JobState) -> bool:
     """Nothing more can arrive: every part sent, every batch settled, every allowed retry done."""
-    max_attempts = int(job.params.get("max_attempts", 3))
     if any(p.batch_id is None for p in job.parts.values()):
         return False
-    return all(b.settled and not needs_requeue(job, b, max_attempts) for b in state.batches_of(job.job_id))
+    return all(b.settled and not needs_requeue(job, b) for b in state.batches_of(job.job_id))
 
 
 def fetch(ctx: Context, pipeline_cls: type[Pipeline], batch_id: str, *, replay: bool = False) -> str | None:
@@ -109,7 +107,7 @@ def _after_settle(ctx: Context, pipeline: Pipeline, batch_id: str) -> list[str]:
     state = _state(ctx, batch_id)
     job = state.job_of(batch_id)
     assert job is not None
-    retry = needs_requeue(job, state.batches[batch_id], int(job.params.get("max_attempts", 3)))
+    retry = needs_requeue(job, state.batches[batch_id])
     if retry:
         said.append(_requeue(ctx, job, state.batches[batch_id], retry))
         job = _state(ctx, batch_id).jobs[job.job_id]
@@ -127,8 +125,8 @@ def _after_settle(ctx: Context, pipeline: Pipeline, batch_id: str) -> list[str]:
         job = _state(ctx, batch_id).jobs[job.job_id]
         said.append(pipeline.summary(job))
     failpoints.hit("before-cron-remove")
-    spec = submit.CronSpec.from_params(job.params.get("cron"))
-    removed = spec is not None and cron_supported() and spec.table().remove(batch_id)
+    table = submit.job_cron_table(job)
+    removed = table is not None and table.remove(batch_id)
     failpoints.hit("after-cron-remove")
     if removed or state.batches[batch_id].cron:
         ctx.record(CronRemoved(batch_id))
@@ -137,8 +135,8 @@ def _after_settle(ctx: Context, pipeline: Pipeline, batch_id: str) -> list[str]:
 
 def _stray_entry(job: JobState, batch_id: str) -> bool:
     """An entry the ledger does not know of (a crash between installing it and recording that): a local check."""
-    spec = submit.CronSpec.from_params(job.params.get("cron"))
-    return spec is not None and cron_supported() and spec.table().command(batch_id) is not None
+    table = submit.job_cron_table(job)
+    return table is not None and table.command(batch_id) is not None
 
 
 def _poll_and_store(ctx: Context, job: JobState, batch: BatchState) -> bool:

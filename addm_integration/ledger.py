@@ -11,7 +11,7 @@ from typing import Any
 from addm_integration import doctor, prices
 from addm_integration.context import Context
 from addm_integration.errors import AddmError
-from addm_integration.submit import CronSpec
+from addm_integration.submit import job_cron_table
 from ledger import cli
 from ledger.log import Ledger
 from ledger.reducer import JobState, State
@@ -25,10 +25,10 @@ def _status_fields(state: State, job: JobState, row: dict[str, Any]) -> dict[str
     row["model"] = model
     row["cost_usd"] = spent
     row["saved_usd"] = None if spent is None or live is None else live - spent
-    spec = CronSpec.from_params(job.params.get("cron"))
-    if spec is not None and row["batches"]:
+    table = job_cron_table(job)
+    if table is not None and row["batches"]:
         try:
-            entries = spec.table().entries()
+            entries = table.entries()
         except Exception:  # an unreadable crontab must not hide the status of every job
             entries = None
         for batch in row["batches"]:

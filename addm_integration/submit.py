@@ -229,6 +229,12 @@ def send_pending_parts(ctx: Context, job_id: str) -> list[str]:
     return sent
 
 
+def job_cron_table(job: JobState) -> CronTable | None:
+    """The table a job's entries live in; None when it installs none (--no-cron, or no cron on this system)."""
+    spec = CronSpec.from_params(job.params.get("cron"))
+    return spec.table() if spec is not None and cron_supported() else None
+
+
 def resume_cron(ctx: Context, job_id: str) -> list[str]:
     """Install the entries a crashed run created batches for but did not get to install."""
     state = ctx.job_state(job_id)
@@ -267,8 +273,8 @@ def submit(ctx: Context, pipeline: Pipeline, params: Mapping[str, Any], limits: 
         parts = plan_parts(ctx, job_id, pipeline.model, lines, limits, first_index=0, attempt=1)
         if not parts:
             return None, f"{pipeline.name}: nothing to do, every result is already stored"
-        ctx.record(replace(created, n_items=sum(p.n_items for p in parts)), *parts)
-        batches = send_pending_parts(ctx, job_id)
         n = sum(p.n_items for p in parts)
+        ctx.record(replace(created, n_items=n), *parts)
+        batches = send_pending_parts(ctx, job_id)
         how = "cron polls every 5 minutes" if spec else f"poll with --batch-id {batches[0]}" if batches else ""
         return job_id, f"submitted {n} requests as {', '.join(batches)} (job {job_id}); {how}"
