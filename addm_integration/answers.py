@@ -35,10 +35,13 @@ def strict_object(properties: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_json_answer(text: str) -> Any:
     """The JSON inside an answer, a surrounding Markdown code fence tolerated; raises ValueError."""
-    match = _FENCE.match(text)
-    if match:
-        text = match.group(1)
     try:
         return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        match = _FENCE.match(text)
+        if match is None:
+            raise ValueError(f"not JSON ({exc.msg})") from None
+    try:
+        return orjson.loads(match.group(1))
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg})") from None

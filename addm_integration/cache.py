@@ -15,13 +15,20 @@ so that a merge is a streamed copy: blocks of other tasks are copied by the kern
 copied except those being replaced, and the new entries follow. Every merge writes a temporary file, fsyncs it and
 renames it over the old one: a crash leaves the old cache or the new one, never a truncated file. A cache in any
 other layout (written by another tool) is read in full once and rewritten in this one.
+
+Which keys the cache holds is kept beside it, in ``.cache.json.keys``: one line per entry, ending with the stamp
+(size, mtime, checksum of the tail) of the cache it describes. Checking 50,000 new keys against a million stored
+ones then streams that short list instead of parsing every line of the cache; a list whose stamp does not match (a
+crash between the two writes, an edit by another tool) is not trusted, and is rebuilt from the cache by the next
+merge.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
-import tempfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,11 +37,12 @@ import orjson
 from filelock import FileLock
 
 from addm_integration.errors import BadInput
-from ledger.log import fsync_dir
+from addm_integration.workspace import atomic_file
 
 _OPEN = b"{\n"
 _CLOSE = b"}\n"
 _CHUNK = 1 << 20
+_TAIL = 1 << 16
 
 
 def _entry(key: str, value: Any) -> bytes:
@@ -44,6 +52,11 @@ def _entry(key: str, value: Any) -> bytes:
 def _block(task: str, entries: Mapping[str, Any]) -> bytes:
     body = b",\n".join(_entry(k, v) for k, v in entries.items())
     return orjson.dumps(task) + b":{\n" + body + b"\n}"
+
+
+def _key_line(task: bytes, key: str) -> bytes:
+    """A line of the key list: JSON tokens never hold a raw tab or newline, so the line is unambiguous."""
+    return task + b"\t" + orjson.dumps(key) + b"\n"
 
 
 def _lines(f: BinaryIO, start: int, end: int) -> Iterator[bytes]:
@@ -68,6 +81,7 @@ def _copy(src: BinaryIO, dst: BinaryIO, start: int, end: int) -> None:
 class JudgmentCache:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.keys_path = path.with_name(f".{path.name}.keys")
 
     def read(self) -> dict[str, dict[str, Any]]:
         if not self.path.exists():
@@ -85,32 +99,54 @@ class JudgmentCache:
 
         Memory follows the question, not the cache: a million cached judgments are scanned, never held.
         """
-        wanted = {_token(r): r for r in review_ids}
+        wanted = set(review_ids)
+        if not wanted or not self.path.exists():
+            return set()
+        if self._keys_current():
+            token = orjson.dumps(task)
+            lines = {_key_line(token, r): r for r in wanted}
+            with open(self.keys_path, "rb") as f:
+                return {lines[line] for line in lines.keys() & f}
         located = self._locate(task)
         if located is None:
             stored = self.read().get(task, {})
-            return {r for r in wanted.values() if r in stored}
-        if not located or not wanted:
+            return {r for r in wanted if r in stored}
+        if not located:
             return set()
         with open(self.path, "rb") as f:
-            return {wanted[k] for k in _block_keys(f, *located) if k in wanted}
+            return wanted.intersection(_block_keys(f, *located))
+
+    def _stamp(self) -> bytes:
+        """Size, mtime and a checksum of the cache's tail: a copy that keeps them (a backup restored) keeps its list."""
+        with open(self.path, "rb") as f:
+            st = os.fstat(f.fileno())
+            tail = os.pread(f.fileno(), _TAIL, max(0, st.st_size - _TAIL))
+        return b"#%d %d %08x\n" % (st.st_size, st.st_mtime_ns, zlib.crc32(tail))
+
+    def _keys_current(self) -> bool:
+        """Whether the key list describes the cache as it is now (its last line is the cache's stamp)."""
+        try:
+            stamp = self._stamp()
+            with open(self.keys_path, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - len(stamp)))
+                return f.read() == stamp
+        except FileNotFoundError:
+            return False
 
     def _locate(self, task: str) -> tuple[int, int] | tuple[()] | None:
         """(first entry byte, end of last entry line) of the task's block; () if absent; None if not our layout."""
         size = self.path.stat().st_size if self.path.exists() else 0
         if size == 0:
             return ()
-        with open(self.path, "rb") as f:
-            head = f.read(len(_OPEN))
-            f.seek(size - 3)
-            if head != _OPEN or f.read(3) != b"\n" + _CLOSE:
+        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[: len(_OPEN)] != _OPEN or data[size - 3 :] != b"\n" + _CLOSE:
                 return None
             header = b"\n" + orjson.dumps(task) + b":{\n"
-            start = _find(f, header, 1, size)
+            start = data.find(header, 1)
             if start < 0:
                 return ()
             body = start + len(header)
-            return body, _find(f, b"\n}", body - 1, size) + 1
+            return body, data.find(b"\n}", body - 1) + 1
 
     def merge(self, task: str, entries: Mapping[str, Any]) -> None:
         """Store ``entries`` under ``task``, replacing entries of the same review, atomically.
@@ -125,30 +161,27 @@ class JudgmentCache:
             self._merge_locked(task, entries)
 
     def _merge_locked(self, task: str, entries: Mapping[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                if self._splice(task, entries, out) is False:
-                    out.seek(0)
-                    out.truncate()
-                    data = self.read()
-                    data.setdefault(task, {}).update(entries)
-                    out.write(_OPEN + b",\n".join(_block(t, e) for t, e in data.items() if e) + b"\n" + _CLOSE)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(self.path.parent)
+        first = not self.path.exists() or self.path.stat().st_size == 0
+        listed = not first and self._keys_current()
+        with atomic_file(self.path) as out:
+            if self._splice(task, entries, out, listed) is False:
+                out.seek(0)
+                out.truncate()
+                data = self.read()
+                data.setdefault(task, {}).update(entries)
+                out.write(_OPEN + b",\n".join(_block(t, e) for t, e in data.items() if e) + b"\n" + _CLOSE)
+        token = orjson.dumps(task)
+        if listed:
+            self._list_keys(token, entries)
+        else:
+            self._write_keys((_key_line(token, k) for k in entries) if first else self._scan_keys())
 
-    def _splice(self, task: str, entries: Mapping[str, Any], out: BinaryIO) -> bool:
+    def _splice(self, task: str, entries: Mapping[str, Any], out: BinaryIO, listed: bool) -> bool:
         """Write old cache + entries to ``out`` by streaming; False when the old file is not in our layout."""
         located = self._locate(task)
         if located is None:
             return False
         size = self.path.stat().st_size if self.path.exists() else 0
-        new = b",\n".join(_entry(k, v) for k, v in entries.items())
         if size == 0:
             out.write(_OPEN + _block(task, entries) + b"\n" + _CLOSE)
             return True
@@ -158,38 +191,60 @@ class JudgmentCache:
                 out.write(b",\n" + _block(task, entries) + b"\n" + _CLOSE)
                 return True
             body, end = located
-            replaced = {_token(k) for k in entries}
-            if replaced.isdisjoint(_block_keys(old, body, end)):  # the usual case: only new reviews
+            if self._all_new(task, entries, old, located, listed):  # the usual case: only new reviews
                 _copy(old, out, 0, end - 1)
-                out.write(b",\n" + new + b"\n")
+                out.write(b",\n" + b",\n".join(_entry(k, v) for k, v in entries.items()) + b"\n")
             else:
                 _copy(old, out, 0, body)
                 sep = b""
                 for line in _lines(old, body, end):
                     entry = line[:-2] if line.endswith(b",\n") else line[:-1]
-                    if _key(entry) not in replaced:
+                    if orjson.loads(_key(entry)) not in entries:
                         out.write(sep + entry)
                         sep = b",\n"
-                out.write(sep + new + b"\n")
+                out.write(sep + b",\n".join(_entry(k, v) for k, v in entries.items()) + b"\n")
             _copy(old, out, end, size)
         return True
 
+    def _all_new(
+        self, task: str, entries: Mapping[str, Any], old: BinaryIO, located: tuple[int, int], listed: bool
+    ) -> bool:
+        if not listed:
+            return entries.keys().isdisjoint(_block_keys(old, *located))
+        token = orjson.dumps(task)
+        with open(self.keys_path, "rb") as f:
+            return {_key_line(token, k) for k in entries}.isdisjoint(f)
 
-_PLAIN_KEY = re.compile(rb'\n("[^"\n\\]*":)')
-_KEY = re.compile(rb'"[^"\\\n]*(?:\\.[^"\\\n]*)*":')
+    def _list_keys(self, task: bytes, entries: Mapping[str, Any]) -> None:
+        """Add the merged keys and the new cache's stamp to the key list (a crash midway leaves it stale, not wrong)."""
+        with open(self.keys_path, "ab") as f:
+            f.write(b"".join(_key_line(task, k) for k in entries) + self._stamp())
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _write_keys(self, lines: Iterable[bytes]) -> None:
+        with atomic_file(self.keys_path) as out:
+            out.writelines(lines)
+            out.write(self._stamp())
+
+    def _scan_keys(self) -> Iterator[bytes]:
+        """Every key line of the cache, read from the file itself (tokens re-encoded, so that they compare)."""
+        with open(self.path, "rb") as cache:
+            task = b""
+            for line in cache:
+                if line.endswith(b":{\n"):  # a block's opening line (an entry line ends with its value)
+                    task = orjson.dumps(orjson.loads(line[:-3]))
+                elif line.startswith(b'"'):
+                    entry = line[:-2] if line.endswith(b",\n") else line[:-1]
+                    yield _key_line(task, orjson.loads(_key(entry)))
 
 
-def _token(key: str) -> bytes:
-    """A key as it opens its entry line, quotes and colon included.
-
-    The concatenation also gives an exact-size object: orjson's own result keeps a spare buffer of kilobytes,
-    which for a set of 60,000 keys is hundreds of megabytes.
-    """
-    return orjson.dumps(key) + b":"
+_PLAIN_KEY = re.compile(rb'\n("[^"\n\\]*"):')
+_KEY = re.compile(rb'"[^"\\\n]*(?:\\.[^"\\\n]*)*"(?=:)')
 
 
-def _block_keys(f: BinaryIO, start: int, end: int) -> Iterator[bytes]:
-    """Every entry key of a block as its token (quotes and colon included), a chunk of whole lines at a time."""
+def _block_keys(f: BinaryIO, start: int, end: int) -> Iterator[str]:
+    """Every entry key of a block, a chunk of whole lines at a time, the chunk's keys decoded by one JSON parse."""
     f.seek(start)
     pos = start
     while pos < end:
@@ -198,31 +253,15 @@ def _block_keys(f: BinaryIO, start: int, end: int) -> Iterator[bytes]:
             chunk = chunk[: chunk.rfind(b"\n") + 1] or chunk + f.readline()
         f.seek(pos + len(chunk))
         pos += len(chunk)
-        found = _PLAIN_KEY.findall(b"\n" + chunk)
-        if len(found) == chunk.count(b"\n"):  # every key plain (no backslash): the regular expression saw them all
-            yield from found
-        else:
-            yield from (_key(line) for line in chunk.split(b"\n") if line)
+        tokens = _PLAIN_KEY.findall(b"\n" + chunk)
+        if len(tokens) != chunk.count(b"\n"):  # a key with a backslash: the regular expression missed it
+            tokens = [_key(line) for line in chunk.split(b"\n") if line]
+        yield from orjson.loads(b"[" + b",".join(tokens) + b"]")
 
 
 def _key(line: bytes) -> bytes:
-    """The key of an entry line as its JSON token, quotes and colon included."""
+    """The key of an entry line as its JSON string token, quotes included."""
     end = line.find(b'":', 1)
     if line[end - 1 : end] == b"\\":  # an escaped quote inside the key: take the exact token
         return _KEY.match(line).group(0)  # type: ignore[union-attr]
-    return line[: end + 2]
-
-
-def _find(f: BinaryIO, needle: bytes, start: int, end: int) -> int:
-    """Offset of ``needle`` in ``f`` between ``start`` and ``end``, reading a chunk at a time; -1 if absent."""
-    pos = start
-    while pos < end:
-        f.seek(pos)
-        chunk = f.read(min(_CHUNK + len(needle), end - pos))
-        found = chunk.find(needle)
-        if found >= 0:
-            return pos + found
-        if len(chunk) < len(needle):
-            return -1
-        pos += len(chunk) - len(needle) + 1
-    return -1
+    return line[: end + 1]

@@ -7,7 +7,7 @@ never contain the separator and decoding is a plain split: lossless for every st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 SEP = "::"
 
@@ -50,14 +50,16 @@ def encode(*parts: str) -> str:
 
 def decode(custom_id: str) -> tuple[str, ...]:
     parts = custom_id.split(SEP)
-    if "%" not in custom_id and not any(":" in p for p in parts):  # nothing escaped: the parts as they are
+    if "%" not in custom_id and custom_id.count(":") == 2 * len(parts) - 2:  # every ':' in a separator
         return tuple(parts)
     return tuple(_unescape(p) for p in parts)
 
 
-@dataclass(frozen=True)
-class ReviewId:
-    """``review::<task_id>::<business_id>::<review_id>``: one judgment of one review for one task."""
+class ReviewId(NamedTuple):
+    """``review::<task_id>::<business_id>::<review_id>``: one judgment of one review for one task.
+
+    Tuples, not dataclasses: every line of a 50,000-line batch file is routed through one of these.
+    """
 
     task_id: str
     business_id: str
@@ -67,8 +69,7 @@ class ReviewId:
         return encode("review", self.task_id, self.business_id, self.review_id)
 
 
-@dataclass(frozen=True)
-class SampleId:
+class SampleId(NamedTuple):
     """``sample::<run_name>::<sample_id>``: one verdict for one restaurant in one run."""
 
     run_name: str
@@ -81,9 +82,8 @@ class SampleId:
 def parse(custom_id: str) -> ReviewId | SampleId:
     """Decode a custom_id into its routing record; raises CustomIdError for anything else."""
     parts = decode(custom_id)
-    match parts:
-        case ("review", task_id, business_id, review_id):
-            return ReviewId(task_id, business_id, review_id)
-        case ("sample", run_name, sample_id):
-            return SampleId(run_name, sample_id)
+    if parts[0] == "review" and len(parts) == 4:
+        return ReviewId._make(parts[1:])
+    if parts[0] == "sample" and len(parts) == 3:
+        return SampleId._make(parts[1:])
     raise CustomIdError(f"not an ADDM custom_id: {custom_id!r}")

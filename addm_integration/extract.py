@@ -9,16 +9,20 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
+
+import orjson
 
 from addm_integration import answers, cli
 from addm_integration.cache import JudgmentCache
 from addm_integration.context import Context
 from addm_integration.custom_id import CustomIdError, ReviewId, parse
 from addm_integration.errors import BadInput
-from addm_integration.inputs import Task, read_dataset, read_task
+from addm_integration.inputs import Task, read_dataset, read_json, read_task
 from addm_integration.outcomes import Outcome, unparsable
 from addm_integration.pipeline import Applied, WorkItem
+from addm_integration.workspace import atomic_write
 from ledger.reducer import JobState
 
 REVIEW_CHARS = 8000
@@ -52,21 +56,27 @@ def request_body(task: Task, review: Mapping[str, Any], model: str) -> dict[str,
     }
 
 
-def parse_judgment(task: Task, review: Mapping[str, Any], text: str) -> dict[str, Any]:
+def facts(business_id: str, review: Mapping[str, Any]) -> list[Any]:
+    """What a job keeps of a review to route and enrich its judgment: not the text, which is large."""
+    return [business_id, *(review.get(name) for name in ENRICHMENT)]
+
+
+def parse_judgment(task: Task, review_id: str, review_facts: Sequence[Any], text: str) -> dict[str, Any]:
     """The cached judgment of an answer: out-of-list values fall back to the field's default. Raises ValueError."""
     answer = answers.parse_json_answer(text)
-    if not isinstance(answer, dict):
+    if type(answer) is not dict:
         raise ValueError("not a JSON object")
-    relevant = answer.get("is_relevant", answer.get("is_allergy_related"))
-    if not isinstance(relevant, bool):
+    relevant = answer.get("is_relevant")
+    if relevant is None:
+        relevant = answer.get("is_allergy_related")
+    if type(relevant) is not bool:
         raise ValueError("is_relevant missing or not a boolean")
-    judgment: dict[str, Any] = {"review_id": review["review_id"], "is_relevant": relevant}
+    judgment: dict[str, Any] = {"review_id": review_id, "is_relevant": relevant}
     if relevant:
-        for name, values in task.fields.items():
+        for name, values, default in task.choices:
             value = answer.get(name)
-            judgment[name] = value if value in values else next(iter(values))
-    for name in ENRICHMENT:
-        judgment[name] = review.get(name)
+            judgment[name] = value if type(value) is str and value in values else default
+    judgment.update(zip(ENRICHMENT, review_facts[1:], strict=True))
     return judgment
 
 
@@ -81,7 +91,7 @@ class Extract:
     limit: int | None = None
     model: str = "gpt-5-nano"
     _task: Task | None = field(default=None, repr=False)
-    _reviews: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
+    _reviews: dict[str, list[Any]] | None = field(default=None, repr=False)
 
     @classmethod
     def from_params(cls, ctx: Context, params: Mapping[str, Any]) -> Extract:
@@ -110,33 +120,43 @@ class Extract:
             for review in record["reviews"]:
                 yield record["business_id"], review
 
-    @property
-    def reviews(self) -> dict[str, dict[str, Any]]:
-        """review_id -> what a judgment carries of its review (and its restaurant): not the text, which is large."""
+    def snapshot_path(self, job_id: str) -> Path:
+        return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.reviews.json"
+
+    def reviews(self, job_id: str | None) -> dict[str, list[Any]]:
+        """review_id -> facts of the job's reviews, as its last submit saw them in the dataset.
+
+        A batch is applied from this snapshot, not from the dataset: a 50,000-line apply does not parse the
+        review texts again, and a replay post mortem routes exactly as the first apply did.
+        """
         if self._reviews is None:
-            self._reviews = {
-                review["review_id"]: {
-                    "review_id": review["review_id"],
-                    "business_id": business_id,
-                    **{name: review.get(name) for name in ENRICHMENT},
-                }
-                for business_id, review in self._selected()
-            }
+            path = self.snapshot_path(job_id) if job_id is not None else None
+            if path is not None and path.exists():
+                self._reviews = read_json(path, "review snapshot")
+            else:
+                self._reviews = {review["review_id"]: facts(b, review) for b, review in self._selected()}
         return self._reviews
 
     @property
     def cache(self) -> JudgmentCache:
         return JudgmentCache(self.ctx.ws.cache(self.domain))
 
-    def work(self, job_id: str) -> Iterator[WorkItem]:
+    def work(self, job_id: str | None) -> Iterator[WorkItem]:
         task = self.task
-        done = self.cache.present(self.task_id, self.reviews)
+        self._reviews = None  # the dataset as it is now: this submit's snapshot
+        reviews = self.reviews(None)
+        done = self.cache.present(self.task_id, reviews)
+        snapshot = self.snapshot_path(job_id) if job_id is not None else None
         for business_id, review in self._selected():
             if review["review_id"] not in done:
+                if snapshot is not None:  # saved with the first item: a job with nothing to do leaves no file
+                    atomic_write(snapshot, orjson.dumps(reviews))
+                    snapshot = None
                 cid = ReviewId(self.task_id, business_id, review["review_id"]).encode()
                 yield WorkItem(cid, request_body(task, review, self.model))
 
     def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
+        task, reviews = self.task, self.reviews(job.job_id)
         judgments: dict[str, dict[str, Any]] = {}
         applied: list[str] = []
         failures: list[tuple[str, str, bool]] = []
@@ -144,12 +164,12 @@ class Extract:
             if not outcome.ok:
                 failures.append(outcome.failure)
                 continue
-            review = self._route(outcome.custom_id)
-            if review is None:
+            review_id = self._route(reviews, outcome.custom_id)
+            if review_id is None:
                 failures.append((outcome.custom_id, "not a review of this job", False))
                 continue
             try:
-                judgments[review["review_id"]] = parse_judgment(self.task, review, outcome.content or "")
+                judgments[review_id] = parse_judgment(task, review_id, reviews[review_id], outcome.content or "")
             except ValueError as exc:
                 failures.append(unparsable(outcome, str(exc)).failure)
                 continue
@@ -157,24 +177,25 @@ class Extract:
         self.cache.merge(self.task_id, judgments)
         return Applied(tuple(applied), tuple(failures))
 
-    def _route(self, custom_id: str) -> Mapping[str, Any] | None:
+    def _route(self, reviews: Mapping[str, list[Any]], custom_id: str) -> str | None:
+        """The review a custom_id names, when it is one of this job's; None for anything else."""
         try:
             target = parse(custom_id)
         except CustomIdError:
             return None
         if not isinstance(target, ReviewId) or target.task_id != self.task_id:
             return None
-        review = self._reviews.get(target.review_id) if self._reviews is not None else None
-        review = review if review is not None else self.reviews.get(target.review_id)
-        return review if review is not None and review["business_id"] == target.business_id else None
+        review = reviews.get(target.review_id)
+        return target.review_id if review is not None and review[0] == target.business_id else None
 
     def finalize(self, job: JobState) -> dict[str, Any]:
-        """Apply already persisted every judgment; finalize records where the cache is and how full it is."""
-        return {
-            "cache": str(self.cache.path),
-            "judgments": len(self.cache.present(self.task_id, self.reviews)),
-            "reviews": len(self.reviews),
-        }
+        """Apply already persisted every judgment; finalize records where the cache is and what the job left missing.
+
+        Counted from the job's own account (its reviews, less the items still failing): the work list held every
+        review without a judgment, so this needs no second pass over a cache of a million entries.
+        """
+        reviews = self.reviews(job.job_id)
+        return {"cache": str(self.cache.path), "judgments": len(reviews) - len(job.failures), "reviews": len(reviews)}
 
     def summary(self, job: JobState) -> str:
         out = job.outputs

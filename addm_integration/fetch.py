@@ -7,8 +7,10 @@ and the entry gone, not even a status check.
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -161,57 +163,93 @@ def _poll_and_store(ctx: Context, job: JobState, batch: BatchState) -> bool:
     return True
 
 
-def _read_results(ctx: Context, batch: BatchState, submitted: set[str]) -> tuple[dict[str, Outcome], int]:
-    """Outcomes by custom_id from the stored files, and the count of lines that belong to no submitted item."""
+def _read_results(ctx: Context, batch: BatchState) -> tuple[dict[str, Outcome], int]:
+    """Outcomes by custom_id from the stored files (the first line of an id wins), and the count of lines skipped."""
     outcomes: dict[str, Outcome] = {}
-    unroutable = 0
-    with progress(len(submitted), f"reading {batch.batch_id}") as advance:
+    skipped = 0
+    with progress(batch.n_items, f"reading {batch.batch_id}") as advance:
         for kind in RESULT_KINDS:
             if (batch.files or {}).get(kind, {}).get("file_id"):
-                unroutable += _read_file(
-                    ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl", submitted, outcomes, advance
-                )
-    return outcomes, unroutable
+                skipped += _read_file(ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl", outcomes, advance)
+    return outcomes, skipped
 
 
-def _read_file(path: Path, submitted: set[str], outcomes: dict[str, Outcome], advance: Callable[[], None]) -> int:
-    """Add the file's outcomes to ``outcomes``; return how many lines matched no submitted request."""
-    unroutable = 0
+def _read_file(path: Path, outcomes: dict[str, Outcome], advance: Callable[[], None]) -> int:
+    """Add the file's outcomes to ``outcomes``; return how many lines had no custom_id or a repeated one."""
+    skipped = 0
     with path.open("rb") as f:
         for number, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
             try:
                 line = orjson.loads(raw)
-                cid = line.get("custom_id")
-            except (orjson.JSONDecodeError, AttributeError):
-                raise Corrupt(f"{path}: line {number}: not a JSON object; replay after fixing it") from None
-            if not isinstance(cid, str) or cid not in submitted or cid in outcomes:
-                unroutable += 1
+            except orjson.JSONDecodeError:
+                if raw.isspace():
+                    continue
+                line = None
+            if type(line) is not dict:
+                raise Corrupt(f"{path}: line {number}: not a JSON object; replay after fixing it")
+            cid = line.get("custom_id")
+            if type(cid) is not str or cid in outcomes:
+                skipped += 1
                 continue
             outcomes[cid] = from_batch_line(line)
             advance()
-    return unroutable
+    return skipped
+
+
+def _match_submitted(ctx: Context, job: JobState, batch: BatchState, outcomes: dict[str, Outcome]) -> int:
+    """Make ``outcomes`` cover exactly the submitted items; return how many result lines matched none.
+
+    When the results name the submitted set (its fingerprint, recorded at submit, says so) there is nothing to
+    do; otherwise the input is read to drop foreign lines and to give each missing item its reason.
+    """
+    part = job.parts[batch.idem_key]
+    if part.ids_digest is not None and len(outcomes) == part.n_items and submit.ids_digest(outcomes) == part.ids_digest:
+        return 0
+    input_path = ctx.ws.batch_dir(batch.batch_id) / "input.jsonl"
+    if not input_path.exists():
+        raise Corrupt(f"{input_path}: the batch's input is missing; its results cannot be matched to requests")
+    submitted = {cid for cid, _ in input_lines(input_path)}
+    foreign = outcomes.keys() - submitted
+    for cid in foreign:
+        del outcomes[cid]
+    reason = _failure_reason(batch)
+    for cid in sorted(submitted - outcomes.keys()):
+        if batch.status == "failed":
+            outcomes[cid] = Outcome(cid, error=f"batch failed: {reason or 'no reason given'}", retryable=False)
+        else:
+            outcomes[cid] = Outcome(cid, error="missing from both result files", retryable=True)
+    return len(foreign)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Reading a batch keeps a hundred thousand small objects alive, none in a reference cycle: the cyclic
+    collector's passes over them cost a fifth of the apply and free nothing. Reference counting still frees."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _failure_reason(batch: BatchState) -> str:
+    return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in batch.errors)
 
 
 def _settle(ctx: Context, pipeline: Pipeline, state: State, batch_id: str, kind: str = "apply") -> str:
     """Apply the stored files; every submitted item ends applied or failed with a reason."""
     batch = state.batches[batch_id]
     job = state.jobs[batch.job_id]
-    input_path = ctx.ws.batch_dir(batch_id) / "input.jsonl"
-    if not input_path.exists():
-        raise Corrupt(f"{input_path}: the batch's input is missing; its results cannot be matched to requests")
-    submitted = {cid for cid, _ in input_lines(input_path)}
-    outcomes, unroutable = _read_results(ctx, batch, submitted)
-    reason = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in batch.errors)
-    for cid in sorted(submitted - outcomes.keys()):
-        if batch.status == "failed":
-            outcomes[cid] = Outcome(cid, error=f"batch failed: {reason or 'no reason given'}", retryable=False)
-        else:
-            outcomes[cid] = Outcome(cid, error="missing from both result files", retryable=True)
-    result, events = apply_outcomes(
-        pipeline, job, list(outcomes.values()), batch_id=batch_id, attempt=batch.attempt, kind=kind
-    )
+    with _collector_paused():
+        outcomes, skipped = _read_results(ctx, batch)
+        unroutable = skipped + _match_submitted(ctx, job, batch, outcomes)
+        result, events = apply_outcomes(
+            pipeline, job, list(outcomes.values()), batch_id=batch_id, attempt=batch.attempt, kind=kind
+        )
+        del outcomes  # freed by reference counting now, not walked by the collector once it is back
+    reason = _failure_reason(batch)
     failpoints.hit("after-apply-write")
     if kind == "apply":
         settled = BatchSettled(batch_id, batch.status, len(result.applied), len(result.failures), unroutable, reason)

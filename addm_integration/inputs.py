@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,11 @@ class Task:
     task_id: str
     description: str
     fields: Mapping[str, Mapping[str, str]]
+
+    @cached_property
+    def choices(self) -> tuple[tuple[str, frozenset[str], str], ...]:
+        """(field, allowed values, default) of each field, ready for checking an answer a line at a time."""
+        return tuple((name, frozenset(values), next(iter(values))) for name, values in self.fields.items())
 
 
 def read_task(path: Path) -> Task:

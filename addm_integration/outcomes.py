@@ -8,19 +8,19 @@ file a line came from (reference §3).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from addm_integration.openai_api import describe, redact, retryable_status
 
 RETRYABLE_CODES = frozenset({"batch_expired", "request_timeout"})
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """Immutable like an event, but a tuple: a batch of 50,000 results builds 50,000 of these."""
+
     custom_id: str
     content: str | None = None
-    usage: Mapping[str, int] | None = None
+    usage: Mapping[str, Any] | None = None  # as the API reported it; sum_usage reads the token counts
     error: str | None = None
     retryable: bool = False
     latency_ms: float | None = None
@@ -35,7 +35,7 @@ class Outcome:
         return self.custom_id, self.error or "error", self.retryable
 
 
-def from_body(custom_id: str, body: Mapping[str, Any], latency_ms: float | None = None) -> Outcome:
+def from_body(custom_id: str, body: Any, latency_ms: float | None = None) -> Outcome:
     """A chat completion (as JSON) that came back with a 2xx status."""
     try:
         content = body["choices"][0]["message"].get("content")
@@ -43,28 +43,30 @@ def from_body(custom_id: str, body: Mapping[str, Any], latency_ms: float | None 
         return Outcome(custom_id, error="answer without choices", retryable=True)
     if content is None:
         return Outcome(custom_id, error="answer without content", retryable=True)
-    usage = body.get("usage") or {}
-    usage = {k: int(usage.get(k) or 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-    return Outcome(custom_id, content=content, usage=usage, latency_ms=latency_ms)
+    usage = body.get("usage")
+    return Outcome(custom_id, content, usage if type(usage) is dict else None, latency_ms=latency_ms)
 
 
-def from_batch_line(line: Mapping[str, Any]) -> Outcome:
+def from_batch_line(line: dict[str, Any]) -> Outcome:
     """One line of a batch output or error file (its ``custom_id`` already checked to be a string)."""
     custom_id = line["custom_id"]
-    response = line.get("response")
     error = line.get("error")
     if error:
-        code = str(error.get("code") or "error")
+        code = str(error.get("code") or "error") if type(error) is dict else "error"
         return Outcome(custom_id, error=code, retryable=code in RETRYABLE_CODES)
-    if not isinstance(response, Mapping):
+    response = line.get("response")
+    if type(response) is not dict:
         return Outcome(custom_id, error="line without response", retryable=True)
-    status = int(response.get("status_code") or 0)
-    body = response.get("body") or {}
-    if 200 <= status < 300:
+    status = response.get("status_code")
+    body = response.get("body")
+    if type(status) is int and 200 <= status < 300:
         return from_body(custom_id, body)
-    detail = body.get("error") if isinstance(body, Mapping) else None
-    code = (detail or {}).get("code") or (detail or {}).get("type") or ""
-    message = (detail or {}).get("message") or ""
+    if type(status) is not int:
+        status = int(status) if isinstance(status, str) and status.isdigit() else 0
+    detail = body.get("error") if type(body) is dict else None
+    detail = detail if type(detail) is dict else {}
+    code = detail.get("code") or detail.get("type") or ""
+    message = detail.get("message") or ""
     reason = redact(f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else ""))
     return Outcome(custom_id, error=" ".join(reason.split())[:300], retryable=retryable_status(status))
 

@@ -51,8 +51,11 @@ class Pipeline(Protocol):
         """Everything needed to rebuild this pipeline from the ledger (a cron run, a replay)."""
         ...
 
-    def work(self, job_id: str) -> Iterator[WorkItem]:
-        """The items whose results are not stored yet, in a stable order."""
+    def work(self, job_id: str | None) -> Iterator[WorkItem]:
+        """The items whose results are not stored yet, in a stable order; ``None`` for a rehearsal that writes nothing.
+
+        Called once per submit of the job: whatever apply will need besides the answers is kept here.
+        """
         ...
 
     def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
@@ -70,11 +73,16 @@ class Pipeline(Protocol):
 
 def sum_usage(outcomes: Iterable[Outcome]) -> dict[str, int]:
     """Tokens billed: every answer that came back counts, also one the pipeline could not use."""
-    total: dict[str, int] = {}
+    prompt = completion = total = 0
     for outcome in outcomes:
-        for k, v in (outcome.usage or {}).items():
-            total[k] = total.get(k, 0) + v
-    return total
+        usage = outcome.usage
+        if usage:
+            p, c, t = usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens")
+            prompt += p if type(p) is int else 0
+            completion += c if type(c) is int else 0
+            total += t if type(t) is int else 0
+    counts = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+    return {k: v for k, v in counts.items() if v}
 
 
 def apply_outcomes(

@@ -181,9 +181,9 @@ class Baseline:
             self._agenda = read_text(self.ctx.ws.agenda(self.domain, self.policy, self.k), "policy agenda")
         return self._agenda
 
-    def work(self, job_id: str) -> Iterator[WorkItem]:
+    def work(self, job_id: str | None) -> Iterator[WorkItem]:
         agenda = self.agenda
-        rows = self.load_rows(job_id)
+        rows = self.load_rows(job_id) if job_id is not None else {}
         for business_id, record in self.records.items():
             if "error" not in rows.get(business_id, {"error": None}):
                 continue

@@ -7,6 +7,7 @@ sent are not sent twice, and a part whose batch may have been created unseen is 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import sys
@@ -67,21 +68,30 @@ def batch_lines(items: Iterable[WorkItem]) -> Iterator[tuple[str, bytes]]:
         yield item.custom_id, orjson.dumps(line) + b"\n"
 
 
+def ids_digest(custom_ids: Iterable[str]) -> str:
+    """A fingerprint of a set of custom_ids, recorded with each part.
+
+    Results that name exactly the submitted set are known complete from it, without reading the batch's input
+    (up to 200 MB) again; only a batch with something missing or foreign needs that read.
+    """
+    return hashlib.blake2b(orjson.dumps(sorted(custom_ids)), digest_size=16).hexdigest()
+
+
 class _StagedPart:
     """One staged input file being written; fsynced on close so the plan never names a half-written file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.file = open(path, "wb")  # noqa: SIM115 (closed by close())
-        self.count = 0
+        self.ids: list[str] = []
         self.size = 0
 
     def fits(self, line: bytes, limits: Limits) -> bool:
-        return self.count < limits.max_requests and self.size + len(line) <= limits.max_bytes
+        return len(self.ids) < limits.max_requests and self.size + len(line) <= limits.max_bytes
 
-    def write(self, line: bytes) -> None:
+    def write(self, custom_id: str, line: bytes) -> None:
         self.file.write(line)
-        self.count += 1
+        self.ids.append(custom_id)
         self.size += len(line)
 
     def close(self) -> None:
@@ -124,7 +134,7 @@ def plan_parts(
                     staged[-1].close()
                 idem = f"{job_id}-{first_index + len(staged):03d}-{secrets.token_hex(4)}"
                 staged.append(_StagedPart(staging / f"{idem}.jsonl"))
-            staged[-1].write(line)
+            staged[-1].write(custom_id, line)
         if staged:
             staged[-1].close()
     except BaseException:
@@ -133,7 +143,10 @@ def plan_parts(
             part.path.unlink(missing_ok=True)
         raise
     return [
-        PartPlanned(job_id, p.path.stem, p.count, p.size, attempt, str(p.path), model, source_batch) for p in staged
+        PartPlanned(
+            job_id, p.path.stem, len(p.ids), p.size, attempt, str(p.path), model, source_batch, ids_digest(p.ids)
+        )
+        for p in staged
     ]
 
 

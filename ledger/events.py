@@ -37,7 +37,7 @@ class PartPlanned:
     can find what it sent.
     """
 
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     job_id: str
     idem_key: str
     n_items: int
@@ -46,6 +46,7 @@ class PartPlanned:
     input_path: str
     model: str = ""
     source_batch: str | None = None
+    ids_digest: str | None = None  # v2: fingerprint of the part's custom_id set (None: read the input to know it)
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,9 @@ EVENT_TYPES: dict[str, type] = {
 }
 
 # (type name, version it upgrades from) -> function from that version's payload to the next version's payload.
-UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    ("PartPlanned", 1): lambda d: {**d, "ids_digest": None},
+}
 
 
 class SchemaError(ValueError):
@@ -205,9 +208,11 @@ def to_payload(event: Event) -> tuple[str, int, dict[str, Any]]:
 
 
 def _tuplify(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_tuplify(v) for v in value)
-    return value
+    if type(value) is not list:
+        return value
+    if not any(type(v) is list for v in value):  # a flat list, like 50,000 custom_ids: no call per element
+        return tuple(value)
+    return tuple(map(_tuplify, value))
 
 
 def from_payload(type_name: str, version: int, data: dict[str, Any]) -> Event:

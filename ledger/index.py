@@ -2,9 +2,9 @@
 
 The log stays the only truth; the index (SQLite, beside it) is a cache that can always be rebuilt from it. It
 maps every record to the jobs and batches it concerns (``refs``), every applied item to the records that applied
-it (``items``), and every record to its byte position (``records``). Each read first catches the index up with
-the records appended since it last looked, which between two cron runs is a handful, then reads the records it
-needs by position, each checked against its own checksum.
+it (``items``, brought up to date by the audit that asks), and every record to its byte position (``records``).
+Each read first catches the index up with the records appended since it last looked, which between two cron runs
+is a handful, then reads the records it needs by position, each checked against its own checksum.
 
 If the log no longer matches what the index saw (its last indexed record is gone or different, as after a
 restore from a backup), the index is rebuilt from the start.
@@ -51,19 +51,42 @@ class Index:
 
     # -- keeping up ----------------------------------------------------------------------------------------
 
-    def catch_up(self) -> None:
-        """Index every record appended since the last look; rebuild when the log is not the one indexed."""
+    def catch_up(self, *, items: bool = False) -> None:
+        """Index every record appended since the last look; rebuild when the log is not the one indexed.
+
+        Applied items are indexed only when asked (by ``applications``): a run that applies 50,000 items does not
+        pay for 50,000 index rows, the first audit after it does.
+        """
         with closing(self._connect()) as db:
-            if self._resume_offset(db, reset=False) == self._log_size():
+            size = self._log_size()
+            if self._resume_offset(db, reset=False) == size and (not items or self._items_from(db) == size):
                 return  # nothing new: no write, so a run that changes nothing leaves the index untouched too
             db.execute("BEGIN IMMEDIATE")
             try:
                 start = self._resume_offset(db)
                 self._index(db, self.ledger.scan(start=start, on_torn=lambda _: None))
+                if items:
+                    self._index_items(db, self._resume_offset(db))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _items_from(db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT value FROM meta WHERE key = 'items_from'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _index_items(self, db: sqlite3.Connection, end: int) -> None:
+        """Index the applied items of the records between the last items pass and ``end``."""
+        rows = []
+        for record, offset, _ in self.ledger.scan(start=self._items_from(db), on_torn=lambda _: None):
+            if offset >= end:
+                break
+            if isinstance(record.event, ItemsApplied):
+                rows.extend((c, record.seq) for c in record.event.custom_ids)
+        db.executemany("INSERT OR IGNORE INTO items VALUES (?, ?)", rows)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('items_from', ?)", (str(end),))
 
     def _log_size(self) -> int:
         try:
@@ -95,7 +118,7 @@ class Index:
 
     def _index(self, db: sqlite3.Connection, scanned: Iterable[tuple[Record, int, int]]) -> None:
         batch_jobs: dict[str, str] = {}
-        records, refs, items = [], [], []
+        records, refs = [], []
         for record, offset, length in scanned:
             event = record.event
             records.append((record.seq, offset, length))
@@ -108,11 +131,8 @@ class Index:
             refs.extend((r, record.seq) for r in {job_id, batch_id} if r)
             if isinstance(event, JobCreated):
                 refs.append((key_ref(event.key), record.seq))
-            if isinstance(event, ItemsApplied):
-                items.extend((c, record.seq) for c in event.custom_ids)
         db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", records)
         db.executemany("INSERT OR IGNORE INTO refs VALUES (?, ?)", refs)
-        db.executemany("INSERT OR IGNORE INTO items VALUES (?, ?)", items)
         db.executemany("INSERT OR IGNORE INTO batches VALUES (?, ?)", batch_jobs.items())
 
     @staticmethod
@@ -122,8 +142,8 @@ class Index:
 
     # -- reading -------------------------------------------------------------------------------------------
 
-    def _records(self, query: str, arg: str) -> list[Record]:
-        self.catch_up()
+    def _records(self, query: str, arg: str, *, items: bool = False) -> list[Record]:
+        self.catch_up(items=items)
         with closing(self._connect()) as db:
             rows = db.execute(
                 f"SELECT r.offset, r.length FROM records r JOIN ({query}) q ON q.seq = r.seq ORDER BY r.seq", (arg,)
@@ -136,7 +156,7 @@ class Index:
 
     def applications(self, custom_id: str) -> list[Record]:
         """The ItemsApplied records that name ``custom_id``."""
-        return self._records("SELECT seq FROM items WHERE custom_id = ?", custom_id)
+        return self._records("SELECT seq FROM items WHERE custom_id = ?", custom_id, items=True)
 
     def job_of(self, batch_id: str) -> str | None:
         self.catch_up()

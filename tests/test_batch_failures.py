@@ -13,6 +13,7 @@ import pytest
 from conftest import KEY, Workspace, submit_args
 
 from addm_integration.custom_id import ReviewId
+from addm_integration.fetch import input_lines
 
 TASK = ("--task", "G1a")
 
@@ -325,3 +326,42 @@ def test_result_lines_of_no_submitted_request_are_counted_not_applied(ws: Worksp
     run = _cron(ws, batch)
     assert f"{len(ids)} applied, 0 failed, 3 result lines matched no submitted request" in run.stdout
     assert len(ws.ledger_json("audit", "--batch", batch)) == len(ids)
+
+
+def test_a_line_of_another_batch_in_place_of_a_missing_one_is_caught(ws: Workspace) -> None:
+    """As many lines as requests, every id of this job, yet not this batch's set: the recorded fingerprint differs."""
+    result = ws.run("extract", *TASK, *submit_args(ws, "--max-batch-requests", "40"))
+    assert result.returncode == 0, result.stderr
+    first, second = ws.server.batch_ids()[:2]
+    ws.server.set_batch_outcome(first, "completed")
+    crashed = ws.run("extract", *TASK, "--batch-id", first, env=ws.env(ADDM_FAILPOINT="after-download-error"))
+    assert crashed.returncode == -9
+    output = ws.root / "data" / "batches" / first / "output.jsonl"
+    lines = output.read_bytes().splitlines()
+    lost = orjson.loads(lines[0])["custom_id"]
+    stranger = next(c for c, _ in input_lines(ws.root / "data" / "batches" / second / "input.jsonl"))
+    output.write_bytes(b"\n".join([orjson.dumps({**orjson.loads(lines[0]), "custom_id": stranger}), *lines[1:]]))
+    run = _cron(ws, first)
+    assert "39 applied, 1 failed, 1 result lines matched no submitted request" in run.stdout
+    assert f"requeued 1 retryable failures of {first}" in run.stdout
+    assert _rid(stranger) not in _cached(ws) and _rid(lost) not in _cached(ws)
+
+
+def test_a_batch_is_applied_from_the_job_snapshot_without_the_dataset(ws: Workspace) -> None:
+    ids = _review_ids(ws)
+    batch = _submit(ws)
+    dataset = ws.root / "data" / "context" / "yelp" / "dataset_K25.jsonl"
+    records = [orjson.loads(line) for line in dataset.read_bytes().splitlines()]
+    dataset.unlink()
+    ws.server.set_batch_outcome(batch, "completed")
+    run = _cron(ws, batch)
+    assert f"{len(ids)} applied, 0 failed" in run.stdout, run.stdout + run.stderr
+    cache = orjson.loads(ws.cache.read_bytes())["G1a"]
+    for record in records:
+        for review in record["reviews"]:
+            judged = cache[review["review_id"]]
+            assert (judged["date"], judged["stars"], judged["useful"]) == (
+                review["date"],
+                review["stars"],
+                review["useful"],
+            )

@@ -20,7 +20,7 @@ from conftest import Workspace, submit_args
 from fake_openai import chat_completion
 
 from addm_integration.custom_id import ReviewId
-from addm_integration.extract import parse_judgment, request_body
+from addm_integration.extract import facts, parse_judgment, request_body
 from addm_integration.inputs import read_task
 
 TASK = ("--task", "G1a")
@@ -36,7 +36,9 @@ def _expected(ws: Workspace) -> tuple[list[str], dict[str, dict]]:
             ids.append(ReviewId("G1a", record["business_id"], review["review_id"]).encode())
             _, body = chat_completion(request_body(task, review, "gpt-5-nano"))
             text = body["choices"][0]["message"]["content"]
-            cache[review["review_id"]] = parse_judgment(task, review, text)
+            cache[review["review_id"]] = parse_judgment(
+                task, review["review_id"], facts(record["business_id"], review), text
+            )
     del cache[ids[0].rsplit("::", 1)[1]]
     return ids, cache
 

@@ -183,6 +183,16 @@ def test_writers_killed_at_random_instants_lose_no_acknowledged_record(tmp_path:
     assert Ledger(directory).verify() == (len(records), None)
 
 
+def test_a_part_planned_before_fingerprints_reads_as_one_without(tmp_path: Path) -> None:
+    """A v1 PartPlanned, as the previous release wrote it: read as v2 with no fingerprint (apply reads the input)."""
+    data = {"job_id": "j1", "idem_key": "j1-000", "n_items": 3, "n_bytes": 100, "attempt": 1, "input_path": "/in"}
+    head = orjson.dumps({"seq": 1, "ts": "2026-01-01T00:00:00.000000Z", "type": "PartPlanned", "v": 1, "data": data})
+    head = head[:-1]
+    (tmp_path / "events.jsonl").write_bytes(head + b',"crc":"%08x"}\n' % zlib.crc32(head))
+    (record,) = list(Ledger(tmp_path).records())
+    assert record.event == PartPlanned("j1", "j1-000", 3, 100, 1, "/in", ids_digest=None)
+
+
 def test_older_versions_are_upcast_when_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ledger = _ledger(tmp_path)
     ledger.append([BatchSettled("b1", "completed", 3, 1)])
