@@ -1,20 +1,21 @@
 """The judgment cache, ``{task_id: {review_id: judgment}}``, merged into without being parsed.
 
 A full multi-topic cache holds over a million judgments; parsing and re-serialising all of them on every apply
-is what made upstream slow. The file is plain JSON (any reader loads it), written in a layout of one entry per
-line inside one block per task::
+is what made upstream slow. The file is plain JSON (any reader loads it), written in a layout of one block per
+task, and inside it lines that each hold a run of up to 10,000 entries (one JSON encoding of one merge's slice)::
 
     {
     "G1a":{
-    "<review_id>":{...judgment...},
+    "<review_id>":{...judgment...},"<review_id>":{...judgment...},...,
     "<review_id>":{...judgment...}
     }
     }
 
 so that a merge is a streamed copy: blocks of other tasks are copied by the kernel, the merged task's lines are
-copied except those being replaced, and the new entries follow. Every merge writes a temporary file, fsyncs it and
-renames it over the old one: a crash leaves the old cache or the new one, never a truncated file. A cache in any
-other layout (written by another tool) is read in full once and rewritten in this one.
+copied (only a line holding a replaced entry is parsed and written again), and the new entries follow. Every merge
+writes a temporary file, fsyncs it and renames it over the old one: a crash leaves the old cache or the new one,
+never a truncated file. A cache in any other layout (written by another tool) is read in full once and rewritten in
+this one.
 
 Which keys the cache holds is kept beside it, in ``.cache.json.keys``: one line per entry, ending with the stamp
 (size, mtime, checksum of the tail) of the cache it describes. Checking 50,000 new keys against a million stored
@@ -27,9 +28,9 @@ from __future__ import annotations
 
 import mmap
 import os
-import re
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -41,22 +42,40 @@ from addm_integration.workspace import atomic_file
 
 _OPEN = b"{\n"
 _CLOSE = b"}\n"
-_CHUNK = 1 << 20
 _TAIL = 1 << 16
 
 
-def _entry(key: str, value: Any) -> bytes:
-    return orjson.dumps(key) + b":" + orjson.dumps(value)
+_RUN = 10_000
+
+
+def _runs(entries: Mapping[str, Any]) -> bytes:
+    """The entries as lines of up to ``_RUN`` entries, each line one encoding of a dict without its braces."""
+    if len(entries) <= _RUN:
+        return orjson.dumps(dict(entries))[1:-1]
+    items = iter(entries.items())
+    return b",\n".join(orjson.dumps(dict(islice(items, _RUN)))[1:-1] for _ in range(0, len(entries), _RUN))
 
 
 def _block(task: str, entries: Mapping[str, Any]) -> bytes:
-    body = b",\n".join(_entry(k, v) for k, v in entries.items())
-    return orjson.dumps(task) + b":{\n" + body + b"\n}"
+    return orjson.dumps(task) + b":{\n" + _runs(entries) + b"\n}"
 
 
-def _key_line(task: bytes, key: str) -> bytes:
-    """A line of the key list: JSON tokens never hold a raw tab or newline, so the line is unambiguous."""
-    return task + b"\t" + orjson.dumps(key) + b"\n"
+def _run_entries(line: bytes) -> dict[str, Any]:
+    """The entries of one line of a block."""
+    return orjson.loads(b"{" + (line[:-2] if line.endswith(b",\n") else line[:-1]) + b"}")
+
+
+def _key_lines(task: bytes, keys: Iterable[str]) -> bytes:
+    """Lines ``<task>\t<key>\n`` of the key list, for many keys out of one JSON encoding.
+
+    A JSON token never holds a raw tab or newline, so a line is unambiguous; and a quote inside a string is always
+    escaped, so ``","`` in an encoded array of strings only ever separates two of them.
+    """
+    keys = list(keys)
+    if not keys:
+        return b""
+    inner = orjson.dumps(keys)[2:-2]
+    return task + b'\t"' + inner.replace(b'","', b'"\n' + task + b'\t"') + b'"\n'
 
 
 def _lines(f: BinaryIO, start: int, end: int) -> Iterator[bytes]:
@@ -104,7 +123,8 @@ class JudgmentCache:
             return set()
         if self._keys_current():
             token = orjson.dumps(task)
-            lines = {_key_line(token, r): r for r in wanted}
+            ordered = list(wanted)
+            lines = dict(zip(_key_lines(token, ordered).splitlines(keepends=True), ordered, strict=True))
             with open(self.keys_path, "rb") as f:
                 return {lines[line] for line in lines.keys() & f}
         located = self._locate(task)
@@ -174,7 +194,7 @@ class JudgmentCache:
         if listed:
             self._list_keys(token, entries)
         else:
-            self._write_keys((_key_line(token, k) for k in entries) if first else self._scan_keys())
+            self._write_keys([_key_lines(token, entries)] if first else self._scan_keys())
 
     def _splice(self, task: str, entries: Mapping[str, Any], out: BinaryIO, listed: bool) -> bool:
         """Write old cache + entries to ``out`` by streaming; False when the old file is not in our layout."""
@@ -193,16 +213,16 @@ class JudgmentCache:
             body, end = located
             if self._all_new(task, entries, old, located, listed):  # the usual case: only new reviews
                 _copy(old, out, 0, end - 1)
-                out.write(b",\n" + b",\n".join(_entry(k, v) for k, v in entries.items()) + b"\n")
+                out.write(b",\n" + _runs(entries) + b"\n")
             else:
                 _copy(old, out, 0, body)
-                sep = b""
                 for line in _lines(old, body, end):
-                    entry = line[:-2] if line.endswith(b",\n") else line[:-1]
-                    if orjson.loads(_key(entry)) not in entries:
-                        out.write(sep + entry)
-                        sep = b",\n"
-                out.write(sep + b",\n".join(_entry(k, v) for k, v in entries.items()) + b"\n")
+                    run = _run_entries(line)
+                    if entries.keys().isdisjoint(run):
+                        out.write(line if line.endswith(b",\n") else line[:-1] + b",\n")
+                    elif kept := {k: v for k, v in run.items() if k not in entries}:
+                        out.write(orjson.dumps(kept)[1:-1] + b",\n")
+                out.write(_runs(entries) + b"\n")
             _copy(old, out, end, size)
         return True
 
@@ -213,12 +233,12 @@ class JudgmentCache:
             return entries.keys().isdisjoint(_block_keys(old, *located))
         token = orjson.dumps(task)
         with open(self.keys_path, "rb") as f:
-            return {_key_line(token, k) for k in entries}.isdisjoint(f)
+            return set(_key_lines(token, entries).splitlines(keepends=True)).isdisjoint(f)
 
     def _list_keys(self, task: bytes, entries: Mapping[str, Any]) -> None:
         """Add the merged keys and the new cache's stamp to the key list (a crash midway leaves it stale, not wrong)."""
         with open(self.keys_path, "ab") as f:
-            f.write(b"".join(_key_line(task, k) for k in entries) + self._stamp())
+            f.write(_key_lines(task, entries) + self._stamp())
             f.flush()
             os.fsync(f.fileno())
 
@@ -232,36 +252,13 @@ class JudgmentCache:
         with open(self.path, "rb") as cache:
             task = b""
             for line in cache:
-                if line.endswith(b":{\n"):  # a block's opening line (an entry line ends with its value)
+                if line.endswith(b":{\n"):  # a block's opening line (a line of entries ends with a value)
                     task = orjson.dumps(orjson.loads(line[:-3]))
                 elif line.startswith(b'"'):
-                    entry = line[:-2] if line.endswith(b",\n") else line[:-1]
-                    yield _key_line(task, orjson.loads(_key(entry)))
-
-
-_PLAIN_KEY = re.compile(rb'\n("[^"\n\\]*"):')
-_KEY = re.compile(rb'"[^"\\\n]*(?:\\.[^"\\\n]*)*"(?=:)')
+                    yield _key_lines(task, _run_entries(line))
 
 
 def _block_keys(f: BinaryIO, start: int, end: int) -> Iterator[str]:
-    """Every entry key of a block, a chunk of whole lines at a time, the chunk's keys decoded by one JSON parse."""
-    f.seek(start)
-    pos = start
-    while pos < end:
-        chunk = f.read(min(_CHUNK, end - pos))
-        if pos + len(chunk) < end:
-            chunk = chunk[: chunk.rfind(b"\n") + 1] or chunk + f.readline()
-        f.seek(pos + len(chunk))
-        pos += len(chunk)
-        tokens = _PLAIN_KEY.findall(b"\n" + chunk)
-        if len(tokens) != chunk.count(b"\n"):  # a key with a backslash: the regular expression missed it
-            tokens = [_key(line) for line in chunk.split(b"\n") if line]
-        yield from orjson.loads(b"[" + b",".join(tokens) + b"]")
-
-
-def _key(line: bytes) -> bytes:
-    """The key of an entry line as its JSON string token, quotes included."""
-    end = line.find(b'":', 1)
-    if line[end - 1 : end] == b"\\":  # an escaped quote inside the key: take the exact token
-        return _KEY.match(line).group(0)  # type: ignore[union-attr]
-    return line[: end + 1]
+    """Every entry key of a block, one line of entries at a time."""
+    for line in _lines(f, start, end):
+        yield from _run_entries(line)

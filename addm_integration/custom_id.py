@@ -48,11 +48,15 @@ def encode(*parts: str) -> str:
     return SEP.join(_escape(p) for p in parts)
 
 
-def decode(custom_id: str) -> tuple[str, ...]:
+def _parts(custom_id: str) -> list[str]:
     parts = custom_id.split(SEP)
     if "%" not in custom_id and custom_id.count(":") == 2 * len(parts) - 2:  # every ':' in a separator
-        return tuple(parts)
-    return tuple(_unescape(p) for p in parts)
+        return parts
+    return [_unescape(p) for p in parts]
+
+
+def decode(custom_id: str) -> tuple[str, ...]:
+    return tuple(_parts(custom_id))
 
 
 class ReviewId(NamedTuple):
@@ -81,7 +85,7 @@ class SampleId(NamedTuple):
 
 def parse(custom_id: str) -> ReviewId | SampleId:
     """Decode a custom_id into its routing record; raises CustomIdError for anything else."""
-    parts = decode(custom_id)
+    parts = _parts(custom_id)
     if parts[0] == "review" and len(parts) == 4:
         return ReviewId._make(parts[1:])
     if parts[0] == "sample" and len(parts) == 3:

@@ -63,7 +63,10 @@ def facts(business_id: str, review: Mapping[str, Any]) -> list[Any]:
 
 def parse_judgment(task: Task, review_id: str, review_facts: Sequence[Any], text: str) -> dict[str, Any]:
     """The cached judgment of an answer: out-of-list values fall back to the field's default. Raises ValueError."""
-    answer = answers.parse_json_answer(text)
+    try:
+        answer = orjson.loads(text)  # the usual answer: plain JSON, no fence to look for
+    except orjson.JSONDecodeError:
+        answer = answers.parse_json_answer(text)
     if type(answer) is not dict:
         raise ValueError("not a JSON object")
     relevant = answer.get("is_relevant")
@@ -73,8 +76,9 @@ def parse_judgment(task: Task, review_id: str, review_facts: Sequence[Any], text
         raise ValueError("is_relevant missing or not a boolean")
     judgment: dict[str, Any] = {"review_id": review_id, "is_relevant": relevant}
     if relevant:
+        get = answer.get
         for name, values, default in task.choices:
-            value = answer.get(name)
+            value = get(name)
             judgment[name] = value if type(value) is str and value in values else default
     judgment.update(zip(ENRICHMENT, review_facts[1:], strict=True))
     return judgment
@@ -161,7 +165,7 @@ class Extract:
         applied: list[str] = []
         failures: list[tuple[str, str, bool]] = []
         for outcome in outcomes:
-            if not outcome.ok:
+            if outcome.error is not None:
                 failures.append(outcome.failure)
                 continue
             review_id = self._route(reviews, outcome.custom_id)
@@ -183,7 +187,7 @@ class Extract:
             target = parse(custom_id)
         except CustomIdError:
             return None
-        if not isinstance(target, ReviewId) or target.task_id != self.task_id:
+        if type(target) is not ReviewId or target.task_id != self.task_id:
             return None
         review = reviews.get(target.review_id)
         return target.review_id if review is not None and review[0] == target.business_id else None

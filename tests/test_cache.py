@@ -85,3 +85,32 @@ def test_concurrent_merges_of_different_tasks_lose_nothing(tmp_path: Path) -> No
     assert all(p.wait(timeout=120) == 0 for p in procs)
     data = orjson.loads(path.read_bytes())
     assert {task: len(entries) for task, entries in data.items()} == {f"T{n}": 40 for n in range(4)}
+
+
+def _keys_in_file(path: Path, task: str) -> list[str]:
+    """Every key as written in the task's block, duplicates included (a dict would hide them)."""
+    block = path.read_bytes().split(orjson.dumps(task) + b":{\n", 1)[1].split(b"\n}", 1)[0]
+    return [k for line in block.split(b"\n") for k in orjson.loads(b"{" + line.rstrip(b",") + b"}")]
+
+
+def test_a_cache_edited_by_another_tool_is_not_trusted_to_its_old_key_list(tmp_path: Path) -> None:
+    cache = JudgmentCache(tmp_path / "cache.json")
+    cache.merge("G1a", {"r1": 1})
+    edited = cache.path.read_bytes().replace(b'"r1":1', b'"r1":1,"r2":2')  # same layout, one key more
+    cache.path.write_bytes(edited)
+    assert cache.present("G1a", ["r1", "r2", "r3"]) == {"r1", "r2"}
+    cache.merge("G1a", {"r2": 20, "r3": 3})
+    assert sorted(_keys_in_file(cache.path, "G1a")) == ["r1", "r2", "r3"]
+    assert cache.read() == {"G1a": {"r1": 1, "r2": 20, "r3": 3}}
+
+
+def test_a_torn_key_list_is_rebuilt_and_merges_stay_exact(tmp_path: Path) -> None:
+    cache = JudgmentCache(tmp_path / "cache.json")
+    cache.merge("G1a", {"r1": 1, "r2": 2})
+    cache.merge("G1a", {"r3": 3})
+    keys = cache.keys_path.read_bytes()
+    cache.keys_path.write_bytes(keys[: len(keys) // 2])  # a crash in the middle of an append
+    cache.merge("G1a", {"r2": 22, "r4": 4})
+    assert sorted(_keys_in_file(cache.path, "G1a")) == ["r1", "r2", "r3", "r4"]
+    assert cache.present("G1a", ["r1", "r2", "r3", "r4", "r5"]) == {"r1", "r2", "r3", "r4"}
+    assert cache.read()["G1a"]["r2"] == 22
