@@ -26,7 +26,6 @@ merge.
 
 from __future__ import annotations
 
-import mmap
 import os
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -43,6 +42,7 @@ from addm_integration.workspace import atomic_file
 _OPEN = b"{\n"
 _CLOSE = b"}\n"
 _TAIL = 1 << 16
+_CHUNK = 8 << 20
 
 
 _RUN = 10_000
@@ -158,15 +158,16 @@ class JudgmentCache:
         size = self.path.stat().st_size if self.path.exists() else 0
         if size == 0:
             return ()
-        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            if data[: len(_OPEN)] != _OPEN or data[size - 3 :] != b"\n" + _CLOSE:
+        with open(self.path, "rb") as f:
+            fd = f.fileno()
+            if os.pread(fd, len(_OPEN), 0) != _OPEN or os.pread(fd, 3, size - 3) != b"\n" + _CLOSE:
                 return None
             header = b"\n" + orjson.dumps(task) + b":{\n"
-            start = data.find(header, 1)
+            start = _find(fd, header, 1, size)
             if start < 0:
                 return ()
             body = start + len(header)
-            return body, data.find(b"\n}", body - 1) + 1
+            return body, _find(fd, b"\n}", body - 1, size) + 1
 
     def merge(self, task: str, entries: Mapping[str, Any]) -> None:
         """Store ``entries`` under ``task``, replacing entries of the same review, atomically.
@@ -256,6 +257,29 @@ class JudgmentCache:
                     task = orjson.dumps(orjson.loads(line[:-3]))
                 elif line.startswith(b'"'):
                     yield _key_lines(task, _run_entries(line))
+
+
+def _find(fd: int, needle: bytes, start: int, end: int) -> int:
+    """Offset of ``needle`` (a newline and what follows it) between ``start`` and ``end``; -1 if absent.
+
+    Read a chunk at a time, so memory stays small. Lines of runs are long: finding their newlines (memchr) and
+    comparing there is many times faster than a search for the whole needle, which wins only among short lines.
+    """
+    pos = start
+    while pos < end:
+        size = min(_CHUNK, end - pos)
+        chunk = os.pread(fd, size + len(needle) - 1, pos)
+        found = chunk.find(b"\n", 0, size)
+        for _ in range(64):
+            if found < 0 or chunk.startswith(needle, found):
+                break
+            found = chunk.find(b"\n", found + 1, size)
+        else:  # short lines (a cache written one entry per line): one search for the whole needle
+            found = chunk.find(needle, found, size + len(needle) - 1)
+        if found >= 0:
+            return pos + found
+        pos += size
+    return -1
 
 
 def _block_keys(f: BinaryIO, start: int, end: int) -> Iterator[str]:

@@ -21,7 +21,7 @@ from addm_integration.custom_id import CustomIdError, SampleId, parse
 from addm_integration.inputs import read_dataset, read_ground_truth, read_json, read_text
 from addm_integration.metrics import VERDICTS, normalize_verdict, score_rows
 from addm_integration.outcomes import Outcome, unparsable
-from addm_integration.pipeline import Applied, WorkItem
+from addm_integration.pipeline import Applied, WorkItem, sum_usage
 from addm_integration.workspace import atomic_write, atomic_write_json
 from ledger.log import format_ts
 from ledger.reducer import JobState
@@ -216,7 +216,7 @@ class Baseline:
     def _row(self, job: JobState, business_id: str, name: str | None, outcome: Outcome) -> dict[str, Any]:
         text = outcome.content or ""
         parsed, verdict, risk = read_answer(text)
-        usage = dict(outcome.usage or {})
+        usage = sum_usage([outcome])
         return {
             "business_id": business_id,
             "name": name,

@@ -114,3 +114,20 @@ def test_a_torn_key_list_is_rebuilt_and_merges_stay_exact(tmp_path: Path) -> Non
     assert sorted(_keys_in_file(cache.path, "G1a")) == ["r1", "r2", "r3", "r4"]
     assert cache.present("G1a", ["r1", "r2", "r3", "r4", "r5"]) == {"r1", "r2", "r3", "r4"}
     assert cache.read()["G1a"]["r2"] == 22
+
+
+def test_a_cache_written_one_entry_per_line_by_the_previous_release_is_merged_in_place(tmp_path: Path) -> None:
+    def block(task: str, n: int) -> bytes:
+        lines = b",\n".join(orjson.dumps(f"{task}-{i}") + b":" + orjson.dumps({"n": i}) for i in range(n))
+        return orjson.dumps(task) + b":{\n" + lines + b"\n}"
+
+    path = tmp_path / "cache.json"
+    path.write_bytes(b"{\n" + block("G1a", 500) + b",\n" + block("G2", 300) + b"\n}\n")
+    cache = JudgmentCache(path)
+    assert cache.present("G2", ["G2-299", "G2-300"]) == {"G2-299"}
+    cache.merge("G1a", {"G1a-499": {"n": -1}, "G1a-500": {"n": 500}})
+    cache.merge("G2", {"G2-300": {"n": 300}})
+    data = cache.read()
+    assert len(data["G1a"]) == 501 and data["G1a"]["G1a-499"] == {"n": -1} and len(data["G2"]) == 301
+    assert sorted(_keys_in_file(path, "G1a")) == sorted(data["G1a"])
+    assert cache.present("G1a", ["G1a-0", "G1a-500", "nope"]) == {"G1a-0", "G1a-500"}
