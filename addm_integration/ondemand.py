@@ -89,12 +89,12 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
     try:
         job = ctx.open_job(pipeline.key(), MODE)
         if job is None:
+            creds = credentials.resolve(ctx.ws.root)
+            openai_api.require_key(creds)
             job_id, created = create_job(ctx, pipeline, MODE, {})
             items = list(pipeline.work(job_id))
             if not items:
                 return f"{pipeline.name}: nothing to do, every result is already stored"
-            creds = credentials.resolve(ctx.ws.root)
-            openai_api.require_key(creds)
             ctx.record(replace(created, n_items=len(items)))
         else:
             job_id = job.job_id

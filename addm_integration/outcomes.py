@@ -44,7 +44,7 @@ def from_body(custom_id: str, body: Any, latency_ms: float | None = None) -> Out
     if content is None:
         return Outcome(custom_id, error="answer without content", retryable=True)
     usage = body.get("usage")
-    return Outcome(custom_id, content, usage if type(usage) is dict else None, latency_ms=latency_ms)
+    return Outcome(custom_id, content, usage if type(usage) is dict else None, None, False, latency_ms)
 
 
 def from_batch_line(line: dict[str, Any]) -> Outcome:

@@ -27,7 +27,10 @@ class WorkItem:
 
 @dataclass(frozen=True)
 class Applied:
-    """What a pipeline made of a set of outcomes: stored ids, and the failures with reason and retryability."""
+    """What a pipeline made of a set of outcomes: stored ids, and the failures with reason and retryability.
+
+    Every outcome ends in exactly one of the two.
+    """
 
     applied: tuple[str, ...] = ()
     failures: tuple[tuple[str, str, bool], ...] = ()
@@ -99,13 +102,13 @@ def apply_outcomes(
     A crash between the two re-applies the same results on the next run: never lost, recorded once.
     """
     result = pipeline.apply(job, outcomes)
-    applied = set(result.applied)
+    failed = {cid for cid, _, _ in result.failures}
     events: list[Event] = []
     if result.applied:
-        usage = sum_usage(o for o in outcomes if o.custom_id in applied)
+        usage = sum_usage(o for o in outcomes if o.custom_id not in failed) if failed else sum_usage(outcomes)
         events.append(ItemsApplied(job.job_id, batch_id, result.applied, attempt, kind, usage))
     if result.failures and kind == "apply":
-        usage = sum_usage(o for o in outcomes if o.custom_id not in applied)
+        usage = sum_usage(o for o in outcomes if o.custom_id in failed)
         events.append(ItemsFailed(job.job_id, batch_id, result.failures, attempt, usage))
     return result, events
 

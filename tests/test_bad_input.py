@@ -69,3 +69,11 @@ def test_bad_flags_exit_2(ws: Workspace, flag: list[str]) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert ws.server.stats()["requests"] == 0
+
+
+def test_ondemand_without_a_key_is_refused_before_anything_is_written(ws: Workspace) -> None:
+    (ws.root / ".env").write_text(f"OPENAI_BASE_URL={ws.server.base_url}\n")
+    (ws.root / ".env").chmod(0o600)
+    _refused(ws, ws.run("extract", "--task", "G1a"), "OPENAI_API_KEY")
+    ledger = ws.root / "data" / "ledger"
+    assert not (ledger / "events.jsonl").exists() and not (ledger / "runs").exists()
