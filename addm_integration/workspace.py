@@ -55,20 +55,26 @@ class Workspace:
 
 
 @contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A file that replaces ``path`` once the block ends without error: a crash leaves the old file or the new one."""
+def atomic_file(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
+    """A file that replaces ``path`` once the block ends without error: a crash leaves the old file or the new one.
+
+    ``durable=False`` skips the fsyncs, for a derived file that is checked before it is trusted (a power cut may
+    lose it, never make it lie).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
