@@ -27,8 +27,10 @@ merge.
 from __future__ import annotations
 
 import os
+import threading
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -87,6 +89,22 @@ def _lines(f: BinaryIO, start: int, end: int) -> Iterator[bytes]:
             return
         remaining -= len(line)
         yield line
+
+
+@contextmanager
+def _flushing(out: BinaryIO) -> Iterator[None]:
+    """Write what ``out`` holds so far to disk in a thread (fsync releases the GIL) while the block runs.
+
+    The rewrite of a large cache is mostly the copy of its old content; flushing it during the key check leaves
+    the final fsync only the new entries to wait for.
+    """
+    out.flush()
+    flusher = threading.Thread(target=os.fsync, args=(out.fileno(),))
+    flusher.start()
+    try:
+        yield
+    finally:
+        flusher.join()
 
 
 def _copy(src: BinaryIO, dst: BinaryIO, start: int, end: int) -> None:
@@ -212,11 +230,14 @@ class JudgmentCache:
                 out.write(b",\n" + _block(task, entries) + b"\n" + _CLOSE)
                 return True
             body, end = located
-            if self._all_new(task, entries, old, located, listed):  # the usual case: only new reviews
-                _copy(old, out, 0, end - 1)
+            _copy(old, out, 0, end - 1)  # the usual case, only new reviews, keeps all of this
+            with _flushing(out):  # so it goes to disk while the keys are checked
+                all_new = self._all_new(task, entries, old, located, listed)
+            if all_new:
                 out.write(b",\n" + _runs(entries) + b"\n")
             else:
-                _copy(old, out, 0, body)
+                out.truncate(body)
+                out.seek(body)
                 for line in _lines(old, body, end):
                     run = _run_entries(line)
                     if entries.keys().isdisjoint(run):
