@@ -43,11 +43,9 @@ from addm_integration.workspace import atomic_file
 
 _OPEN = b"{\n"
 _CLOSE = b"}\n"
-_TAIL = 1 << 16
-_CHUNK = 8 << 20
-
-
-_RUN = 10_000
+_RUN = 10_000  # entries per line: one orjson call each, and a line stays a few MB to parse when one is replaced
+_TAIL = 1 << 16  # bytes of the cache's end that its stamp checksums
+_CHUNK = 8 << 20  # bytes read at a time when looking for a block
 
 
 def _runs(entries: Mapping[str, Any]) -> bytes:
