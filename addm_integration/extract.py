@@ -63,10 +63,7 @@ def facts(business_id: str, review: Mapping[str, Any]) -> list[Any]:
 
 def parse_judgment(task: Task, review_id: str, review_facts: Sequence[Any], text: str) -> dict[str, Any]:
     """The cached judgment of an answer: out-of-list values fall back to the field's default. Raises ValueError."""
-    try:
-        answer = orjson.loads(text)  # the usual answer: plain JSON, no fence to look for
-    except orjson.JSONDecodeError:
-        answer = answers.parse_json_answer(text)
+    answer = answers.parse_json_answer(text)
     if type(answer) is not dict:
         raise ValueError("not a JSON object")
     relevant = answer.get("is_relevant")

@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("scale")
     p.add_argument("--lines", type=int, default=50_000)
     p.add_argument("--cache", type=int, default=1_000_000)
-    p.add_argument("--repeat", type=int, default=3, help="apply timings are the best of this many runs")
+    p.add_argument("--repeat", type=int, default=5, help="apply timings are the best of this many runs")
     sub.add_parser("ondemand")
     args = parser.parse_args(argv)
     print(f"bench {args.what} on {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
