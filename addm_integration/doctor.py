@@ -3,7 +3,8 @@
 It compares three witnesses that should agree: the ledger, the cron tables, and (when a key is at hand) the
 batches on the server. ``--fix`` applies the fixes that cannot lose anything: removing entries of finished or
 unknown batches, reinstalling the entry of a running batch, setting a torn ledger tail aside, deleting leftovers
-of interrupted downloads. Orphan batches on the server are reported, never cancelled without being asked.
+of interrupted downloads and the snapshots of jobs never recorded. Orphan batches on the server are reported,
+never cancelled without being asked.
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ def examine(ctx: Context, tabfile: str | None, *, remote: bool = True) -> Iterat
     for leftover in sorted(ctx.ws.root.glob("data/batches/*/*.part")):
         fix = f"rm {shlex.quote(str(leftover))}"
         yield Finding("leftover-file", str(leftover), "an interrupted download (it is downloaded again)", fix)
+    for kept in sorted(ctx.ws.ledger_dir.glob("runs/*.json")):
+        if kept.name.split(".", 1)[0] not in state.jobs:
+            why = "kept for a job the ledger never recorded (a run stopped before it)"
+            yield Finding("leftover-file", str(kept), why, f"rm {shlex.quote(str(kept))}")
 
     if remote:
         yield from _orphans(ctx, state)

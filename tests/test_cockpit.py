@@ -165,3 +165,15 @@ def test_dry_run_figures_match_what_a_real_submit_sends(ws: Workspace) -> None:
     assert f"{n_lines} requests, {n_bytes:,} bytes, {len(inputs)} batch(es)" in dry.stdout
     assert len(inputs) == -(-n_lines // 40) == len(ws.server.batch_ids())
     assert "ondemand $" in dry.stdout and "24hrbatch $" in dry.stdout
+
+
+def test_snapshot_of_a_job_never_recorded_is_removed(ws: Workspace) -> None:
+    _finished_batch(ws)
+    kept = list((ws.root / "data" / "ledger" / "runs").glob("*.reviews.json"))
+    orphan = ws.root / "data" / "ledger" / "runs" / "job_20260101_000000_abcdef.reviews.json"
+    orphan.write_bytes(b"{}")  # what a submit killed between its snapshot and its JobCreated record leaves
+    (finding,) = _doctor(ws)
+    assert (finding["kind"], finding["subject"], finding["safe"]) == ("leftover-file", str(orphan), True)
+    _run_fix(ws, finding)
+    assert not orphan.exists() and _doctor(ws) == []
+    assert kept and all(path.exists() for path in kept)
