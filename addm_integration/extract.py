@@ -132,11 +132,11 @@ class Extract:
         """
         if self._reviews is None:
             path = self.snapshot_path(job_id) if job_id is not None else None
-            if path is not None and path.exists():
-                self._reviews = read_json(path, "review snapshot")
-            else:
-                self._reviews = {review["review_id"]: facts(b, review) for b, review in self._selected()}
+            self._reviews = read_json(path, "review snapshot") if path and path.exists() else self._from_dataset()
         return self._reviews
+
+    def _from_dataset(self) -> dict[str, list[Any]]:
+        return {review["review_id"]: facts(business_id, review) for business_id, review in self._selected()}
 
     @property
     def cache(self) -> JudgmentCache:
@@ -144,8 +144,7 @@ class Extract:
 
     def work(self, job_id: str | None) -> Iterator[WorkItem]:
         task = self.task
-        self._reviews = None  # the dataset as it is now: this submit's snapshot
-        reviews = self.reviews(None)
+        self._reviews = reviews = self._from_dataset()  # the dataset as it is now: this submit's snapshot
         done = self.cache.present(self.task_id, reviews)
         snapshot = self.snapshot_path(job_id) if job_id is not None else None
         for business_id, review in self._selected():
