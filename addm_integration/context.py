@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
-from addm_integration.errors import Corrupt
+from addm_integration.errors import Corrupt, Refused
 from addm_integration.workspace import Workspace
-from ledger.events import Event, JobCreated
+from ledger.events import AccessRefused, Event, JobCreated
 from ledger.index import Index
 from ledger.log import Ledger, LedgerCorrupt, utcnow
 from ledger.reducer import JobState, State, fold
@@ -74,6 +74,17 @@ class Context:
             with _corrupt_is_exit_1():
                 self.ledger.append(events)
                 self.index.catch_up()
+
+    @contextmanager
+    def refusal_recorded(self, job_id: str, batch_id: str | None = None) -> Iterator[None]:
+        """Let a refusal of the account through, recorded first (once per reason): status then says the job
+        is blocked on the key, also when the refusal went to a cron log nobody reads."""
+        try:
+            yield
+        except Refused as exc:
+            if self.job_state(job_id).jobs[job_id].refused != exc.reason:
+                self.record(AccessRefused(job_id, batch_id, exc.reason))
+            raise
 
     def job_lock(self, key: str, timeout: float) -> FileLock:
         """One lock per job identity: the submit, the fetches and the finalize of a job never overlap."""

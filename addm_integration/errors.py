@@ -13,6 +13,19 @@ class BadInput(AddmError):
     exit_code = 2
 
 
+class Refused(AddmError):
+    """The account refused (a wrong key, no permission, no credit): asking again cannot help until the user acts.
+
+    ``reason`` is the short form the ledger keeps (status and code), so status can say the job is blocked on it.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class Transient(AddmError):
     """Network, timeout, 429 or 5xx: the next cron run (or the same command) retries."""
 

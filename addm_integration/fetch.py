@@ -145,10 +145,12 @@ def _poll_and_store(ctx: Context, job: JobState, batch: BatchState) -> bool:
     """Check the batch; once terminal, download its files (each only once). True when they are all stored."""
     creds = credentials.resolve(ctx.ws.root, base_url=job.params.get("base_url"))
     api = openai_api.client(creds)
-    remote = openai_api.retrieve(api, creds, batch.batch_id)
+    with ctx.refusal_recorded(job.job_id, batch.batch_id):
+        remote = openai_api.retrieve(api, creds, batch.batch_id)
     counts = remote.request_counts.model_dump() if remote.request_counts else {}
     errors = openai_api.batch_errors(remote)
-    if (remote.status, counts, errors) != (batch.status, dict(batch.counts), tuple(batch.errors)):
+    news = (remote.status, counts, errors) != (batch.status, dict(batch.counts), tuple(batch.errors))
+    if news or job.refused is not None:  # a poll that got through also lifts an earlier refusal
         ctx.record(BatchPolled(batch.batch_id, remote.status, counts, errors))
     if remote.status not in TERMINAL:
         return False
@@ -157,7 +159,8 @@ def _poll_and_store(ctx: Context, job: JobState, batch: BatchState) -> bool:
         if kind in stored:
             continue
         dest = ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl"
-        meta = openai_api.download(api, creds, file_id, dest) if file_id else {"file_id": None}
+        with ctx.refusal_recorded(job.job_id, batch.batch_id):
+            meta = openai_api.download(api, creds, file_id, dest) if file_id else {"file_id": None}
         failpoints.hit(f"after-download-{kind}")
         ctx.record(FilesStored(batch.batch_id, {kind: meta}))
     return True
@@ -216,6 +219,8 @@ def _match_submitted(ctx: Context, job: JobState, batch: BatchState, outcomes: d
     for cid in sorted(submitted - outcomes.keys()):
         if batch.status == "failed":
             outcomes[cid] = Outcome(cid, error=f"batch failed: {reason or 'no reason given'}", retryable=False)
+        elif batch.status == "cancelled":  # someone cancelled on purpose: what did not run is not sent again
+            outcomes[cid] = Outcome(cid, error="batch_cancelled", retryable=False)
         else:
             outcomes[cid] = Outcome(cid, error="missing from both result files", retryable=True)
     return len(foreign)

@@ -1,7 +1,9 @@
 """Ondemand mode: live chat completions with bounded concurrency, applied in chunks as they arrive.
 
 One failed call never stops the others: it becomes a failure outcome and the item stays missing, so the next run
-asks only for it. Results are applied every few hundred answers, so an interrupted run keeps what it got.
+asks only for it. Results are applied every few hundred answers, so an interrupted run keeps what it got. The one
+exception is the account refusing (a wrong key, no credit): every other call would be refused too, so no new call
+starts after the first refusal; those already in flight end, what came back is applied, and the run stops.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import orjson
 from addm_integration import credentials, openai_api
 from addm_integration.context import Context, create_job
 from addm_integration.credentials import Credentials
-from addm_integration.errors import BadInput, Transient
+from addm_integration.errors import BadInput, Refused, Transient
 from addm_integration.outcomes import Outcome, from_body, from_exception
 from addm_integration.pipeline import Pipeline, WorkItem, apply_outcomes, finalize
 from addm_integration.progress import progress
@@ -31,14 +33,14 @@ CHUNK = 500
 CHUNK_SECONDS = 5.0
 
 
-async def _call(api: AsyncOpenAI, item: WorkItem, secret: str | None) -> Outcome:
+async def _call(api: AsyncOpenAI, item: WorkItem, secret: str | None) -> Outcome | Refused:
     started = time.perf_counter()
     try:
         # The raw body, read as a batch line's body is: the same parser for both modes, and no model building.
         raw = await api.chat.completions.with_raw_response.create(**item.body)
         body = orjson.loads(raw.content)
     except Exception as exc:
-        return from_exception(item.custom_id, exc, secret)
+        return openai_api.refusal(exc, "requests", secret) or from_exception(item.custom_id, exc, secret)
     latency = (time.perf_counter() - started) * 1000
     return from_body(item.custom_id, body, latency_ms=round(latency, 1))
 
@@ -52,13 +54,19 @@ async def _run(
 ) -> None:
     api = openai_api.async_client(creds)
     buffer: list[Outcome] = []
+    refused: list[Refused] = []
     last_flush = time.monotonic()
 
     async def worker() -> None:
         nonlocal last_flush
-        for item in items:  # a shared iterator: each item is taken by exactly one worker
-            buffer.append(await _call(api, item, creds.api_key))
+        # A shared iterator: each item is taken by exactly one worker, and none once the account refused.
+        while not refused and (item := next(items, None)) is not None:
+            outcome = await _call(api, item, creds.api_key)
             advance()
+            if isinstance(outcome, Refused):
+                refused.append(outcome)
+                continue
+            buffer.append(outcome)
             if len(buffer) >= CHUNK or time.monotonic() - last_flush >= CHUNK_SECONDS:
                 chunk = buffer[:]
                 buffer.clear()
@@ -72,6 +80,8 @@ async def _run(
             flush(buffer[:])
             buffer.clear()
         await api.close()
+    if refused:
+        raise refused[0]
 
 
 def run(
@@ -112,7 +122,8 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
             transient += sum(retryable for _, _, retryable in result.failures)
             applied += len(result.applied)
 
-        run(creds, items, len(items), concurrency, flush)
+        with ctx.refusal_recorded(job_id):
+            run(creds, items, len(items), concurrency, flush)
         ctx.record(finalize(pipeline, ctx.job_state(job_id).jobs[job_id]))
         top = ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common(3))
         if items and not applied and transient == len(items):  # nothing got through: the service, not the data

@@ -15,12 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from addm_integration.credentials import Credentials
-from addm_integration.errors import BadInput, Transient
+from addm_integration.errors import BadInput, Refused, Transient
 from ledger.log import fsync_dir
 
 if TYPE_CHECKING:  # the SDK takes most of a second to import: only runs that talk to the API pay for it
-    from openai import AsyncOpenAI, OpenAI
+    from openai import AsyncOpenAI, OpenAI, Timeout
     from openai.types import Batch
 
 ENDPOINT = "/v1/chat/completions"
@@ -30,23 +32,79 @@ RETRYABLE_STATUS = frozenset({408, 429})
 _SECRET = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
 
 
+TIMEOUT_ENV = "ADDM_TIMEOUT"
+# Codes that say the account has no credit, whatever the status (429 insufficient_quota, 400 billing limits).
+CREDIT_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"})
+
+
 def require_key(creds: Credentials) -> None:
+    """What a run needs before it creates a job: a key, and a timeout setting that makes sense."""
     if not creds.api_key:
         raise BadInput("OPENAI_API_KEY is not set: export it or put it in <root>/.env (chmod 600)")
+    timeout()
 
 
-def client(creds: Credentials, *, max_retries: int = 2, timeout: float = 120.0) -> OpenAI:
+def timeout() -> Timeout:
+    """The SDK's own 600 s read timeout unless ADDM_TIMEOUT says otherwise.
+
+    A long run_baseline answer (a whole restaurant's reviews in, a reasoned verdict out) can take minutes; a
+    shorter timeout would cut it and pay for it again.
+    """
+    from openai import DEFAULT_TIMEOUT, Timeout
+
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise BadInput(f"{TIMEOUT_ENV}={text!r}: expected a number of seconds greater than 0")
+    return Timeout(seconds, connect=min(seconds, DEFAULT_TIMEOUT.connect or 5.0))
+
+
+def _credit_code(content: bytes) -> bool:
+    try:
+        error = orjson.loads(content).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return type(error) is dict and error.get("code") in CREDIT_CODES
+
+
+def _final_if_no_credit(response: Any) -> None:
+    """The SDK retries every 429, but one that says the account has no credit says the same again: one is enough."""
+    if response.status_code == 429:
+        response.read()
+        if _credit_code(response.content):
+            response.headers["x-should-retry"] = "false"
+
+
+async def _final_if_no_credit_async(response: Any) -> None:
+    if response.status_code == 429:
+        await response.aread()
+        if _credit_code(response.content):
+            response.headers["x-should-retry"] = "false"
+
+
+def client(creds: Credentials, *, max_retries: int = 2) -> OpenAI:
     require_key(creds)
-    from openai import OpenAI
+    from openai import DefaultHttpxClient, OpenAI
 
-    return OpenAI(api_key=creds.api_key, base_url=creds.base_url, max_retries=max_retries, timeout=timeout)
+    http = DefaultHttpxClient(event_hooks={"response": [_final_if_no_credit]})
+    return OpenAI(
+        api_key=creds.api_key, base_url=creds.base_url, max_retries=max_retries, timeout=timeout(), http_client=http
+    )
 
 
-def async_client(creds: Credentials, *, max_retries: int = 2, timeout: float = 120.0) -> AsyncOpenAI:
+def async_client(creds: Credentials, *, max_retries: int = 2) -> AsyncOpenAI:
     require_key(creds)
-    from openai import AsyncOpenAI
+    from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
-    return AsyncOpenAI(api_key=creds.api_key, base_url=creds.base_url, max_retries=max_retries, timeout=timeout)
+    http = DefaultAsyncHttpxClient(event_hooks={"response": [_final_if_no_credit_async]})
+    return AsyncOpenAI(
+        api_key=creds.api_key, base_url=creds.base_url, max_retries=max_retries, timeout=timeout(), http_client=http
+    )
 
 
 def redact(text: str, secret: str | None = None) -> str:
@@ -86,14 +144,49 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, openai.APIStatusError) and retryable_status(exc.status_code)
 
 
+def refused_status(status: int, code: str | None) -> bool:
+    """The account refused: a wrong key (401), no permission (403) or no credit (its code says so)."""
+    return status in (401, 403) or code in CREDIT_CODES
+
+
+def refusal(exc: BaseException, what: str, secret: str | None) -> Refused | None:
+    """The account's refusal as the one error a user gets for it, or None when ``exc`` is something else.
+
+    The line says what to fix and never to try again: the same refusal would come back, and be paid for
+    in requests, until the key or the account is put right.
+    """
+    import openai
+
+    if not isinstance(exc, openai.APIStatusError):
+        return None
+    body = exc.body if isinstance(exc.body, dict) else {}
+    code = body.get("code") if isinstance(body.get("code"), str) else None
+    if not refused_status(exc.status_code, code):
+        return None
+    reason = f"HTTP {exc.status_code}" + (f" {code}" if code else "")
+    if exc.status_code == 401:
+        fix = "the key in OPENAI_API_KEY is not valid; put a working key in the environment or <root>/.env"
+    elif code in CREDIT_CODES:
+        fix = "the OpenAI account of OPENAI_API_KEY has no credit left; add credit or raise its billing limit"
+    else:
+        said = body.get("message") if not code and isinstance(body.get("message"), str) else ""
+        fix = (f"{' '.join(said.split())[:120]}: " if said else "") + (
+            "the account of OPENAI_API_KEY may not do this; check the key's project, organization and model access"
+        )
+    return Refused(redact(f"{what} refused ({reason}): {fix}", secret), reason)
+
+
 @contextlib.contextmanager
 def api_call(what: str, creds: Credentials) -> Iterator[None]:
-    """Turn an SDK failure into Transient (the next run retries) or BadInput (the user must act)."""
+    """Turn an SDK failure into Refused (fix the key or account), Transient (the next run retries) or BadInput."""
     import openai
 
     try:
         yield
     except openai.OpenAIError as exc:
+        refused = refusal(exc, what, creds.api_key)
+        if refused is not None:
+            raise refused from None
         line = f"{what} failed: {describe(exc, creds.api_key)}"
         if is_transient(exc):
             raise Transient(f"{line}; the next run retries") from None
@@ -107,13 +200,15 @@ def upload(api: OpenAI, creds: Credentials, path: Path, filename: str) -> str:
 
 
 def find_file(api: OpenAI, creds: Credentials, filename: str, size: int, not_before: float) -> str | None:
-    """The id of an upload named ``filename`` of ``size`` bytes that a crashed run made, if the server has one."""
+    """The id of an upload named ``filename`` of ``size`` bytes made since ``not_before``, if the server has one.
+
+    Like ``find_batch``, it reads every page rather than trust the listing's order (pages hold up to 10,000
+    files, so this is one request or a few); it runs only after a run stopped during an upload.
+    """
     with api_call("upload lookup", creds):
         for f in api.files.list(purpose="batch", order="desc"):
-            if f.filename == filename and f.bytes == size:
+            if f.created_at >= not_before and f.filename == filename and f.bytes == size:
                 return f.id
-            if f.created_at < not_before:
-                return None
     return None
 
 
@@ -125,13 +220,16 @@ def create_batch(api: OpenAI, creds: Credentials, file_id: str, metadata: dict[s
 
 
 def find_batch(api: OpenAI, creds: Credentials, idem_key: str, not_before: float) -> Batch | None:
-    """The batch tagged with ``idem_key``, looking back no further than ``not_before`` (Unix seconds)."""
+    """The batch tagged with ``idem_key`` created since ``not_before`` (Unix seconds), if the server has one.
+
+    The listing's order is not documented (it takes no ``order``, unlike the files listing), so every page is
+    read: stopping at the first older batch could miss ours and pay for it twice. This runs only after a run
+    stopped between creating a batch and recording it.
+    """
     with api_call("batch lookup", creds):
         for batch in api.batches.list(limit=100):
-            if (batch.metadata or {}).get(IDEM_METADATA_KEY) == idem_key:
+            if batch.created_at >= not_before and (batch.metadata or {}).get(IDEM_METADATA_KEY) == idem_key:
                 return batch
-            if batch.created_at < not_before:
-                return None
     return None
 
 

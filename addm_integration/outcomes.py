@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from addm_integration.openai_api import describe, redact, retryable_status
+from addm_integration.openai_api import describe, redact, refused_status, retryable_status
 
 RETRYABLE_CODES = frozenset({"batch_expired", "request_timeout"})
 
@@ -68,7 +68,8 @@ def from_batch_line(line: dict[str, Any]) -> Outcome:
     code = detail.get("code") or detail.get("type") or ""
     message = detail.get("message") or ""
     reason = redact(f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else ""))
-    return Outcome(custom_id, error=" ".join(reason.split())[:300], retryable=retryable_status(status))
+    retryable = retryable_status(status) and not refused_status(status, code or None)  # no credit: not a rate limit
+    return Outcome(custom_id, error=" ".join(reason.split())[:300], retryable=retryable)
 
 
 def from_exception(custom_id: str, exc: BaseException, secret: str | None) -> Outcome:

@@ -233,12 +233,13 @@ def send_pending_parts(ctx: Context, job_id: str) -> list[str]:
     api = openai_api.client(creds)
     spec = CronSpec.from_params(job.params.get("cron"))
     sent = []
-    for part in pending:
-        batch_id = send_part(ctx, api, creds, job, part)
-        failpoints.hit("before-cron")
-        ctx.record(*install_cron(ctx, spec, batch_id))
-        failpoints.hit("after-cron")
-        sent.append(batch_id)
+    with ctx.refusal_recorded(job_id):
+        for part in pending:
+            batch_id = send_part(ctx, api, creds, job, part)
+            failpoints.hit("before-cron")
+            ctx.record(*install_cron(ctx, spec, batch_id))
+            failpoints.hit("after-cron")
+            sent.append(batch_id)
     return sent
 
 

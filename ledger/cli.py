@@ -44,6 +44,15 @@ def _age(since: datetime, now: datetime) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
+def job_status(state: State, job: JobState) -> str:
+    """Where a job stands, in the words status shows: the one place that decides it."""
+    if job.finalized:
+        return "finalized"
+    if job.refused is not None:
+        return "blocked on the key"
+    return "running"
+
+
 def status_rows(state: State, now: datetime) -> list[dict[str, Any]]:
     rows = []
     for job in state.jobs.values():
@@ -69,7 +78,7 @@ def status_rows(state: State, now: datetime) -> list[dict[str, Any]]:
                 "pipeline": job.pipeline,
                 "mode": job.mode,
                 "target": job.params.get("pipeline", {}).get("task") or job.params.get("pipeline", {}).get("policy"),
-                "state": "finalized" if job.finalized else "running",
+                "state": job_status(state, job),
                 "items": job.n_items,
                 "submitted": job.submitted,
                 "applied": job.applied,

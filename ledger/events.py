@@ -147,6 +147,17 @@ class BatchSettled:
 
 
 @dataclass(frozen=True)
+class AccessRefused:
+    """The service refused the account (its key, permission or credit): nothing of the job moves until the
+    user fixes that. Recorded once per reason; the next exchange that gets through lifts it."""
+
+    VERSION: ClassVar[int] = 1
+    job_id: str
+    batch_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class JobFinalized:
     VERSION: ClassVar[int] = 1
     job_id: str
@@ -166,6 +177,7 @@ Event = (
     | ItemsApplied
     | ItemsFailed
     | BatchSettled
+    | AccessRefused
     | JobFinalized
 )
 
@@ -184,6 +196,7 @@ EVENT_TYPES: dict[str, type] = {
         ItemsApplied,
         ItemsFailed,
         BatchSettled,
+        AccessRefused,
         JobFinalized,
     )
 }

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ledger.events import (
+    AccessRefused,
     BatchCreated,
     BatchPolled,
     BatchSettled,
@@ -103,6 +104,7 @@ class JobState:
     finalized_at: datetime | None = None
     outputs: Mapping[str, Any] = field(default_factory=dict)
     usage: Mapping[str, int] = field(default_factory=dict)
+    refused: str | None = None  # why the service last refused the account, until something gets through again
 
     @property
     def finalized(self) -> bool:
@@ -163,11 +165,13 @@ def apply(state: State, record: Record) -> State:
         case FileUploaded(job_id=job_id, idem_key=idem, file_id=file_id):
             job = state.jobs[job_id]
             part = replace(job.parts[idem], file_id=file_id)
-            return _with_job(state, replace(job, parts={**job.parts, idem: part}, updated_at=ts))
+            return _with_job(state, replace(job, parts={**job.parts, idem: part}, refused=None, updated_at=ts))
         case BatchCreated(job_id=job_id, idem_key=idem, batch_id=batch_id, adopted=adopted):
             job = state.jobs[job_id]
             part = replace(job.parts[idem], batch_id=batch_id)
-            job = replace(job, parts={**job.parts, idem: part}, batches=(*job.batches, batch_id), updated_at=ts)
+            job = replace(
+                job, parts={**job.parts, idem: part}, batches=(*job.batches, batch_id), refused=None, updated_at=ts
+            )
             batch = BatchState(batch_id, job_id, idem, part.n_items, part.attempt, ts, adopted=adopted)
             return _with_batch(_with_job(state, job), batch)
         case CronInstalled(batch_id=batch_id):
@@ -180,7 +184,9 @@ def apply(state: State, record: Record) -> State:
             if base is None and status == "in_progress":
                 base = (ts, int(counts.get("completed", 0)))
             batch = replace(batch, status=status, counts=dict(counts), errors=errors, polled_at=ts, progress_from=base)
-            return _with_batch(state, batch)
+            state = _with_batch(state, batch)
+            job = state.jobs[batch.job_id]
+            return _with_job(state, replace(job, refused=None)) if job.refused is not None else state
         case FilesStored(batch_id=batch_id, files=files):
             batch = state.batches[batch_id]
             return _with_batch(state, replace(batch, files={**(batch.files or {}), **files}))
@@ -193,7 +199,12 @@ def apply(state: State, record: Record) -> State:
                 done = set(ids)
                 failures = {k: v for k, v in failures.items() if k not in done}
             job = replace(
-                job, applied=job.applied + len(ids), failures=failures, usage=_add(job.usage, usage), updated_at=ts
+                job,
+                applied=job.applied + len(ids),
+                failures=failures,
+                usage=_add(job.usage, usage),
+                refused=None,
+                updated_at=ts,
             )
             state = _with_job(state, job)
             if batch_id is not None:
@@ -219,6 +230,8 @@ def apply(state: State, record: Record) -> State:
         case BatchSettled(batch_id=batch_id, status=status, reason=reason):
             batch = replace(state.batches[batch_id], status=status, settled_at=ts, settle_reason=reason)
             return _with_batch(state, batch)
+        case AccessRefused(job_id=job_id, reason=reason):
+            return _with_job(state, replace(state.jobs[job_id], refused=reason, updated_at=ts))
         case JobFinalized(job_id=job_id, outputs=outputs):
             job = replace(state.jobs[job_id], finalized_at=ts, outputs=dict(outputs), updated_at=ts)
             return _with_job(state, job)

@@ -92,12 +92,30 @@ def error_body(
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def error_for_status(status: int) -> dict[str, Any]:
-    """Return a realistic OpenAI error body for an injected HTTP status.
+#: Account refusals as the real API words them, by error code (injected with ``fail_next(..., code=...)``).
+ACCOUNT_ERRORS = {
+    "insufficient_quota": (
+        "You exceeded your current quota, please check your plan and billing details.",
+        "insufficient_quota",
+    ),
+    "billing_hard_limit_reached": ("Billing hard limit has been reached.", "invalid_request_error"),
+    "invalid_api_key": ("Incorrect API key provided.", "invalid_request_error"),
+}
 
-    Why: clients branch on ``type``/``code`` (e.g. ``rate_limit_exceeded``), so injected failures must
-    look like the ones the real API sends, not like a bare status line.
+
+def error_for_status(status: int, code: str | None = None) -> dict[str, Any]:
+    """Return a realistic OpenAI error body for an injected HTTP status (and, optionally, error code).
+
+    Why: clients branch on ``type``/``code`` (e.g. ``rate_limit_exceeded`` against ``insufficient_quota``,
+    both 429), so injected failures must look like the ones the real API sends, not like a bare status line.
     """
+    if code is not None:
+        message, type_ = ACCOUNT_ERRORS.get(
+            code, (f"Request failed with code {code} (fake_openai injected fault).", "")
+        )
+        return error_body(message, type_ or "invalid_request_error", None, code)
+    if status == 403:
+        return error_body("You are not allowed to sample from this model", "invalid_request_error")
     if status == 429:
         return error_body(
             "Rate limit reached for requests (fake_openai injected fault).", "requests", None, "rate_limit_exceeded"
@@ -311,6 +329,9 @@ def chat_completion(body: Any, *, garbage: bool = False) -> tuple[int, dict[str,
         return _chat_error("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
     if body.get("stream"):
         return _chat_error("fake_openai does not implement streaming chat completions.", "stream")
+    refused = check_chat_request(body)
+    if refused is not None:
+        return 400, refused.body
     response_format = body.get("response_format")
     seed = canonical_seed(body)
     content: str
@@ -355,6 +376,255 @@ def chat_completion(body: Any, *, garbage: bool = False) -> tuple[int, dict[str,
             "completion_tokens_details": {"reasoning_tokens": 0},
         },
     }
+
+
+# --------------------------------------------------------------------------------------------------------
+# Request validation: what the real API refuses with a 400 (a request the fake would answer, the real one not)
+# --------------------------------------------------------------------------------------------------------
+
+#: The top-level parameters of ``POST /v1/chat/completions`` (openai-python's ``CompletionCreateParams``).
+CHAT_PARAMETERS = frozenset(
+    {
+        "messages", "model", "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
+        "max_completion_tokens", "max_tokens", "metadata", "modalities", "moderation", "n", "parallel_tool_calls",
+        "prediction", "presence_penalty", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
+        "reasoning_effort", "response_format", "safety_identifier", "seed", "service_tier", "stop", "store",
+        "stream", "stream_options", "temperature", "tool_choice", "tools", "top_logprobs", "top_p", "user",
+        "verbosity", "web_search_options",
+    }
+)  # fmt: skip
+MESSAGE_ROLES = ("system", "assistant", "user", "function", "tool", "developer")
+#: Reasoning models take sampling parameters at their default only, and no ``max_tokens``.
+REASONING_MODEL_PREFIXES = ("gpt-5", "o1", "o3", "o4")
+DEFAULT_ONLY_ON_REASONING = {"temperature": 1, "top_p": 1}
+UNSUPPORTED_ON_REASONING = ("max_tokens", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs")
+JSON_SCHEMA_KEYS = frozenset({"name", "description", "schema", "strict"})
+SCHEMA_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+#: Strict structured outputs: the documented limits and the keywords it refuses.
+STRICT_MAX_PROPERTIES = 5_000
+STRICT_MAX_DEPTH = 10
+STRICT_MAX_ENUM_VALUES = 1_000
+STRICT_LARGE_ENUM = 250
+STRICT_LARGE_ENUM_CHARS = 15_000
+STRICT_MAX_STRING_CHARS = 120_000
+STRICT_FORBIDDEN = ("allOf", "oneOf", "not", "dependentRequired", "dependentSchemas", "if", "then", "else")
+SCHEMA_TYPES = ("string", "number", "integer", "boolean", "object", "array", "null")
+
+
+def _bad(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def is_reasoning_model(model: str) -> bool:
+    return model.startswith(REASONING_MODEL_PREFIXES) and "-chat" not in model
+
+
+def check_chat_request(body: Mapping[str, Any]) -> ApiError | None:
+    """The 400 the real API answers to this chat completion body, or None when it would accept it.
+
+    Why: a fake that answers anything lets a request the service refuses pass every test; these are the
+    refusals a request builder can cause (unknown or unsupported parameters, bad roles, a strict schema
+    outside the documented subset), worded as the service words them.
+    """
+    for name in body:
+        if name not in CHAT_PARAMETERS:
+            return _bad(f"Unrecognized request argument supplied: {name}")
+    model = str(body["model"])
+    if is_reasoning_model(model):
+        for name in UNSUPPORTED_ON_REASONING:
+            if body.get(name) is not None:
+                hint = " Use 'max_completion_tokens' instead." if name == "max_tokens" else ""
+                return _bad(
+                    f"Unsupported parameter: '{name}' is not supported with this model.{hint}",
+                    name,
+                    "unsupported_parameter",
+                )
+        for name, default in DEFAULT_ONLY_ON_REASONING.items():
+            value = body.get(name)
+            if value is not None and value != default:
+                return _bad(
+                    f"Unsupported value: '{name}' does not support {value} with this model. "
+                    f"Only the default ({default}) value is supported.",
+                    name,
+                    "unsupported_value",
+                )
+    for index, message in enumerate(body["messages"]):
+        where = f"messages[{index}]"
+        if not isinstance(message, Mapping):
+            return _bad(f"Invalid type for '{where}': expected an object.", where, "invalid_type")
+        role = message.get("role")
+        if role not in MESSAGE_ROLES:
+            supported = ", ".join(f"'{r}'" for r in MESSAGE_ROLES[:-1]) + f", and '{MESSAGE_ROLES[-1]}'"
+            return _bad(
+                f"Invalid value: '{role}'. Supported values are: {supported}.", f"{where}.role", "invalid_value"
+            )
+        if role != "assistant" and "content" not in message:
+            return _bad(
+                f"Missing required parameter: '{where}.content'.", f"{where}.content", "missing_required_parameter"
+            )
+    response_format = body.get("response_format")
+    return _check_response_format(response_format) if response_format is not None else None
+
+
+def _check_response_format(response_format: Any) -> ApiError | None:
+    if not isinstance(response_format, Mapping):
+        return _bad("Invalid type for 'response_format': expected an object.", "response_format", "invalid_type")
+    kind = response_format.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        return _bad(
+            f"Invalid value: '{kind}'. Supported values are: 'json_object', 'json_schema', and 'text'.",
+            "response_format.type",
+            "invalid_value",
+        )
+    allowed = {"type", "json_schema"} if kind == "json_schema" else {"type"}
+    for name in response_format:
+        if name not in allowed:
+            return _bad(f"Unknown parameter: 'response_format.{name}'.", f"response_format.{name}", "unknown_parameter")
+    if kind != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, Mapping):
+        return _bad(
+            "Missing required parameter: 'response_format.json_schema'.",
+            "response_format.json_schema",
+            "missing_required_parameter",
+        )
+    for name in spec:
+        if name not in JSON_SCHEMA_KEYS:
+            param = f"response_format.json_schema.{name}"
+            return _bad(f"Unknown parameter: '{param}'.", param, "unknown_parameter")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        param = "response_format.json_schema.name"
+        return _bad(f"Missing required parameter: '{param}'.", param, "missing_required_parameter")
+    if len(name) > 64 or not set(name) <= SCHEMA_NAME_CHARS:
+        return _bad(
+            "Invalid 'response_format.json_schema.name': string does not match pattern. Expected a string that "
+            "matches the pattern '^[a-zA-Z0-9_-]{1,64}$'.",
+            "response_format.json_schema.name",
+            "invalid_value",
+        )
+    if spec.get("strict") is True:
+        problem = strict_schema_problem(spec.get("schema"))
+        if problem is not None:
+            return _bad(f"Invalid schema for response_format '{name}': {problem}", "response_format")
+    return None
+
+
+def strict_schema_problem(schema: Any) -> str | None:
+    """Why strict structured outputs refuse ``schema``, in the service's words, or None when it is valid.
+
+    The rules are the documented ones: the root is an object (not ``anyOf``); every object has
+    ``additionalProperties: false`` and lists every property in ``required``; no ``allOf``, ``oneOf``, ``not``,
+    ``if``/``then``/``else``, ``dependentRequired``/``dependentSchemas``; at most 5,000 properties in all and
+    10 levels of object nesting; at most 1,000 enum values in all, and a string enum of more than 250 values
+    at most 15,000 characters; property names, definition names, enum and const values at most 120,000
+    characters in all.
+    """
+    if not isinstance(schema, Mapping) or "object" not in _types(schema) or "anyOf" in schema:
+        got = schema.get("type") if isinstance(schema, Mapping) else None
+        return f"schema must be a JSON Schema of 'type: \"object\"', got 'type: \"{got}\"'."
+    totals = {"properties": 0, "enum_values": 0, "chars": 0}
+    problem = _strict_node(schema, (), 0, totals)
+    if problem is not None:
+        return problem
+    if totals["properties"] > STRICT_MAX_PROPERTIES:
+        return f"the schema has {totals['properties']} object properties in all; at most {STRICT_MAX_PROPERTIES}."
+    if totals["enum_values"] > STRICT_MAX_ENUM_VALUES:
+        return f"the schema has {totals['enum_values']} enum values in all; at most {STRICT_MAX_ENUM_VALUES}."
+    if totals["chars"] > STRICT_MAX_STRING_CHARS:
+        return (
+            f"the total string length of property names, definition names, enum values and const values is "
+            f"{totals['chars']}; at most {STRICT_MAX_STRING_CHARS}."
+        )
+    return None
+
+
+def _context(path: tuple[str, ...]) -> str:
+    return "In context=(" + ", ".join(f"'{p}'" for p in path) + ("," if len(path) == 1 else "") + ")"
+
+
+def _strict_node(node: Any, path: tuple[str, ...], depth: int, totals: dict[str, int]) -> str | None:
+    if not isinstance(node, Mapping):
+        return f"{_context(path)}, schema must be an object."
+    for keyword in STRICT_FORBIDDEN:
+        if keyword in node:
+            return f"{_context(path)}, '{keyword}' is not permitted."
+    for kind in _types(node):
+        if kind not in SCHEMA_TYPES:
+            return f"{_context(path)}, '{kind}' is not a valid type."
+    if isinstance(node.get("enum"), list):
+        values = node["enum"]
+        totals["enum_values"] += len(values)
+        text = sum(len(v) for v in values if isinstance(v, str))
+        totals["chars"] += text
+        large = len(values) > STRICT_LARGE_ENUM and all(isinstance(v, str) for v in values)
+        if large and text > STRICT_LARGE_ENUM_CHARS:
+            return (
+                f"{_context(path)}, an enum of more than {STRICT_LARGE_ENUM} string values may have at most "
+                f"{STRICT_LARGE_ENUM_CHARS} characters in all; this one has {text}."
+            )
+    if isinstance(node.get("const"), str):
+        totals["chars"] += len(node["const"])
+    for defs in ("$defs", "definitions"):
+        if isinstance(node.get(defs), Mapping):
+            for name, sub in node[defs].items():
+                totals["chars"] += len(name)
+                problem = _strict_node(sub, (*path, defs, name), depth, totals)
+                if problem is not None:
+                    return problem
+    if "object" in _types(node) or "properties" in node:
+        if depth >= STRICT_MAX_DEPTH + 1:
+            return f"{_context(path)}, objects are nested more than {STRICT_MAX_DEPTH} levels deep."
+        problem = _strict_object(node, path, depth, totals)
+        if problem is not None:
+            return problem
+    if "items" in node:
+        items = node["items"]
+        problem = _strict_node(items, (*path, "items"), depth, totals) if isinstance(items, Mapping) else None
+        if not isinstance(items, Mapping):
+            return f"{_context(path)}, 'items' must be a schema object."
+        if problem is not None:
+            return problem
+    if "anyOf" in node:
+        branches = node["anyOf"]
+        if not isinstance(branches, list) or not branches:
+            return f"{_context(path)}, 'anyOf' must be a non-empty array."
+        for index, branch in enumerate(branches):
+            problem = _strict_node(branch, (*path, "anyOf", str(index)), depth, totals)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _strict_object(node: Mapping[str, Any], path: tuple[str, ...], depth: int, totals: dict[str, int]) -> str | None:
+    properties = node.get("properties", {})
+    if not isinstance(properties, Mapping):
+        return f"{_context(path)}, 'properties' must be an object."
+    if node.get("additionalProperties") is not False:
+        return f"{_context(path)}, 'additionalProperties' is required to be supplied and to be false."
+    required = node.get("required")
+    if not isinstance(required, list):
+        return (
+            f"{_context(path)}, 'required' is required to be supplied and to be an array including every key in "
+            "properties."
+        )
+    for name in properties:
+        if name not in required:
+            return (
+                f"{_context(path)}, 'required' is required to be supplied and to be an array including every key "
+                f"in properties. Missing '{name}'."
+            )
+    for name in required:
+        if name not in properties:
+            return f"{_context(path)}, Extra required key '{name}' supplied."
+    totals["properties"] += len(properties)
+    for name, sub in properties.items():
+        totals["chars"] += len(name)
+        problem = _strict_node(sub, (*path, "properties", name), depth + 1, totals)
+        if problem is not None:
+            return problem
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -477,6 +747,7 @@ class _Rule:
     status: int | str = 500
     retry_after: float | None = None
     seconds: float = 0.0
+    code: str | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return self.remaining > 0 and self.method in ("*", method) and path.startswith(self.prefix)
@@ -676,12 +947,27 @@ class FakeOpenAI:
     """
 
     def __init__(
-        self, batch_delay: float = 0.0, latency_ms: int = 0, api_key: str | None = None, *, port: int = 0
+        self,
+        batch_delay: float = 0.0,
+        latency_ms: int = 0,
+        api_key: str | None = None,
+        *,
+        port: int = 0,
+        omit_unexecuted: bool = False,
+        batch_list_order: str = "desc",
     ) -> None:
         self.batch_delay = float(batch_delay)
         self.latency_ms = int(latency_ms)
         self.api_key = api_key
         self.port = int(port)
+        #: Cancelled and expired batches write no line at all for the requests they never ran, instead of a
+        #: ``batch_cancelled`` / ``batch_expired`` error line: the service does not document writing one.
+        self.omit_unexecuted = bool(omit_unexecuted)
+        if batch_list_order not in ("desc", "asc"):
+            raise ValueError(f"batch_list_order must be 'desc' or 'asc', got {batch_list_order!r}")
+        #: ``GET /v1/batches`` lists newest first ("desc", what the service does in practice) or oldest first
+        #: ("asc"): its order is not documented, so a client must not depend on it.
+        self.batch_list_order = batch_list_order
         #: Wall clock; tests may replace it to walk a batch through its phases without sleeping.
         self._time: Callable[[], float] = time.time
         self._lock = threading.RLock()
@@ -757,14 +1043,23 @@ class FakeOpenAI:
     # ---- fault controls ----------------------------------------------------------------------------------
 
     def fail_next(
-        self, endpoint: str, count: int = 1, status: int | str = 500, retry_after: float | None = None
+        self,
+        endpoint: str,
+        count: int = 1,
+        status: int | str = 500,
+        retry_after: float | None = None,
+        code: str | None = None,
     ) -> None:
-        """Make the next ``count`` matching requests fail with ``status`` or ``"drop"`` (no side effect)."""
+        """Make the next ``count`` matching requests fail with ``status`` or ``"drop"`` (no side effect).
+
+        ``code`` sets the error's code, e.g. ``fail_next("POST /v1/chat/completions", 10**6, 429,
+        code="insufficient_quota")`` for an account out of credit.
+        """
         method, prefix = _parse_endpoint(endpoint)
         if status != "drop" and (isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599):
             raise ValueError(f"status must be an HTTP error code 400-599 or 'drop', got {status!r}")
         with self._lock:
-            self._fail_rules.append(_Rule(method, prefix, int(count), status, retry_after))
+            self._fail_rules.append(_Rule(method, prefix, int(count), status, retry_after, code=code))
 
     def hold_next(self, endpoint: str, count: int = 1, seconds: float = 1.0) -> None:
         """Delay the next ``count`` matching requests by ``seconds``, then process them normally."""
@@ -845,7 +1140,7 @@ class FakeOpenAI:
                 return None
             assert isinstance(fault.status, int)
             extra = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
-            return _json_response(fault.status, error_for_status(fault.status), extra)
+            return _json_response(fault.status, error_for_status(fault.status, fault.code), extra)
         try:
             self._check_auth(headers)
             return self._route(method, path, query, headers, body)
@@ -1109,7 +1404,8 @@ class FakeOpenAI:
     def _list_batches(self, query: dict[str, str]) -> _Response:
         limit = self._limit(query, default=20, maximum=100)
         with self._lock:
-            stubs = [{"id": batch_id} for batch_id in reversed(self._batch_order)]
+            order = self._batch_order if self.batch_list_order == "asc" else reversed(self._batch_order)
+            stubs = [{"id": batch_id} for batch_id in order]
             page = self._page(stubs, query.get("after"), limit)
             data = []
             for stub in page["data"]:
@@ -1241,6 +1537,8 @@ class FakeOpenAI:
             }
             request_id = _sub_id("req_", obj["id"], custom_id, length=32)
             if index >= ran:
+                if self.omit_unexecuted:
+                    continue
                 record["error"] = {
                     "code": f"batch_{status}",
                     "message": f"This request could not be executed before the batch was {status}.",
@@ -1314,7 +1612,11 @@ class FakeOpenAI:
             self.reset_stats()
         elif name == "fail_next":
             self.fail_next(
-                args["endpoint"], int(args.get("count", 1)), args.get("status", 500), args.get("retry_after")
+                args["endpoint"],
+                int(args.get("count", 1)),
+                args.get("status", 500),
+                args.get("retry_after"),
+                args.get("code"),
             )
         elif name == "hold_next":
             self.hold_next(args["endpoint"], int(args.get("count", 1)), float(args.get("seconds", 1.0)))
@@ -1368,9 +1670,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=None, help="require this bearer key (default: any non-empty)")
     parser.add_argument("--url-file", default=None, help="also write the base url to this file")
     parser.add_argument("--fail-fraction", type=float, default=0.0, help="share of batch lines that get a 500")
+    parser.add_argument(
+        "--omit-unexecuted",
+        action="store_true",
+        help="cancelled and expired batches write no line for requests that never ran",
+    )
+    parser.add_argument(
+        "--batch-list-order", choices=("desc", "asc"), default="desc", help="order of GET /v1/batches (desc)"
+    )
     args = parser.parse_args(argv)
 
-    server = FakeOpenAI(args.batch_delay, args.latency_ms, args.api_key, port=args.port)
+    server = FakeOpenAI(
+        args.batch_delay,
+        args.latency_ms,
+        args.api_key,
+        port=args.port,
+        omit_unexecuted=args.omit_unexecuted,
+        batch_list_order=args.batch_list_order,
+    )
     if args.fail_fraction > 0:
         server.set_default_outcome(fail_fraction=args.fail_fraction)
     stop = threading.Event()
