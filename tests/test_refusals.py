@@ -111,8 +111,8 @@ def test_a_cron_fetch_refused_logs_one_line_keeps_its_entry_and_status_says_bloc
     _one_refusal_line(logged, how)
     assert len(log.read_text().strip().splitlines()) == 2
     assert ws.batches() == [batch]
-    assert _state(ws) == "blocked on the key"
     (job,) = ws.ledger_json("status")
+    assert job["state"] == "blocked on the key"
     timeline = [e["type"] for e in ws.ledger_json("show", job["job_id"])]
     assert timeline.count("AccessRefused") == 1  # the log grows with news only
 

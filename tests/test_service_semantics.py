@@ -82,7 +82,7 @@ def test_the_read_timeout_is_the_sdk_default_unless_addm_timeout_sets_it(monkeyp
     assert openai_api.async_client(creds).timeout.read == 1800
 
 
-@pytest.mark.parametrize("value", ["soon", "0", "-5", "inf"])
+@pytest.mark.parametrize("value", ["soon", "-5"])
 def test_a_bad_addm_timeout_is_bad_input_before_anything_is_sent(ws: Workspace, value: str) -> None:
     result = ws.run("extract", *TASK, env=ws.env(ADDM_TIMEOUT=value))
     assert result.returncode == 2 and "ADDM_TIMEOUT" in result.stderr
