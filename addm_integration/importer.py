@@ -277,7 +277,7 @@ def _plan_ground_truth(checkout: Path, ws: Workspace, domain: str, out: Plan, la
             try:
                 read_ground_truth(path, labels.get(policy_id, VERDICTS))
             except BadInput as exc:
-                out.notes.append(f"warning: {exc} (addm-baseline refuses it until fixed)")
+                out.notes.append(f"warning: {exc}\n  (addm-baseline refuses this ground truth until it is fixed)")
             out.add(Planned(target, source=path))
 
 

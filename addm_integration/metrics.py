@@ -34,10 +34,11 @@ def normalize_verdict(text: str | None, labels: Sequence[str] = VERDICTS) -> str
     """Map free model text onto one of the policy's ``labels`` (lowest to highest), or None when none is named.
 
     The exact label (canonically compared) wins. Otherwise a label is named when every word that sets it apart
-    from the other labels occurs as a whole word ("critical" for Critical Risk, "not" and "recommended" for Not
-    Recommended), so "CRITICAL" or "high risk." still count and "below" is not "low". When several are named,
-    the most specific (most such words) wins, then the highest: a critical answer's text may also mention
-    "high". Anything else is None rather than a guess, so an unparseable answer is scored as wrong.
+    from the other labels occurs as a whole word ("critical" for Critical Risk, "not" for Not Recommended), so
+    "CRITICAL" or "high risk." still count and "below" is not "low". A label whose words all lie inside another
+    named one's ("Recommended" in "not recommended") gives way to it; of the rest the highest wins, since a
+    critical answer's text may also mention "high". Anything else is None rather than a guess, so an
+    unparseable answer is scored as wrong.
     """
     if not text:
         return None
@@ -48,13 +49,10 @@ def normalize_verdict(text: str | None, labels: Sequence[str] = VERDICTS) -> str
     present = set(wanted.split())
     words = [_words(label) for label in labels]
     shared = set.intersection(*words) if words else set()
-    best: tuple[int, int] | None = None
-    chosen = None
-    for index, (label, own) in enumerate(zip(labels, words, strict=True)):
-        marks = (own - shared) or own
-        if marks <= present and (best is None or (len(marks), index) > best):
-            best, chosen = (len(marks), index), label
-    return chosen
+    named = [i for i, own in enumerate(words) if ((own - shared) or own) <= present]
+    whole = [i for i in named if words[i] <= present]
+    kept = [i for i in named if not any(words[i] < words[j] for j in whole)]
+    return labels[max(kept)] if kept else None
 
 
 def ordinal(verdict: str, labels: Sequence[str] = VERDICTS) -> int:

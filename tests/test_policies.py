@@ -7,7 +7,7 @@ import orjson
 import pytest
 from conftest import KEY, Workspace, submit_args
 
-from addm_integration import answers
+from addm_integration import answers, metrics
 
 POLICY = "G1_allergy_V2"
 GT = f"data/answers/yelp/{POLICY}_K25_groundtruth.json"
@@ -200,3 +200,32 @@ def test_run_baseline_applies_what_it_submitted_though_the_dataset_changed(ws: W
 def test_run_baseline_applies_with_the_dataset_gone(ws: Workspace) -> None:
     results, before = _submit_then(ws, lambda path, _: path.unlink())
     _as_submitted(results, before)
+
+
+LOYALTY = ("Low Loyalty", "Moderate Loyalty", "High Loyalty")
+WAITING = ("Not Worth Waiting", "Worth Waiting", "Definitely Worth Waiting")
+
+
+@pytest.mark.parametrize(
+    ("text", "labels", "expected"),
+    [
+        ("moderate_loyalty", LOYALTY, "Moderate Loyalty"),
+        ('"HIGH loyalty"', LOYALTY, "High Loyalty"),
+        ("Moderate Risk", LOYALTY, "Moderate Loyalty"),
+        ("Medium", LOYALTY, None),
+        ("it is not worth waiting", WAITING, "Not Worth Waiting"),
+        ("worth waiting!", WAITING, "Worth Waiting"),
+        ("Not recommended.", ("Not Recommended", "Acceptable", "Recommended"), "Not Recommended"),
+        ("Low Loyalty", ("Low Risk", "High Risk", "Critical Risk"), "Low Risk"),
+    ],
+)
+def test_a_verdict_is_read_against_the_policys_own_labels(text: str, labels: tuple, expected: str | None) -> None:
+    assert metrics.normalize_verdict(text, labels) == expected
+
+
+def test_a_three_label_policy_is_scored_on_all_its_labels_in_index_order() -> None:
+    gt = {"a": "Low Loyalty", "b": "Moderate Loyalty", "c": "Moderate Loyalty", "d": "High Loyalty"}
+    rows = [{"business_id": b, "verdict": v} for b, v in zip(gt, LOYALTY[:2] + LOYALTY[1:], strict=True)]
+    scored = metrics.score_rows(rows, gt, LOYALTY)
+    assert (scored["correct"], scored["total"]) == (4, 4)  # the Moderate ones count (they used to drop out)
+    assert scored["auprc"]["auprc_ge_high"] == 1.0 and scored["auprc"]["auprc_ge_critical"] == 1.0
