@@ -8,6 +8,9 @@ import pytest
 from conftest import KEY, Workspace, submit_args
 
 from addm_integration import answers, metrics
+from addm_integration.cache import JudgmentCache
+from addm_integration.context import Context
+from addm_integration.extract import Extract
 
 POLICY = "G1_allergy_V2"
 GT = f"data/answers/yelp/{POLICY}_K25_groundtruth.json"
@@ -138,13 +141,13 @@ def test_a_changed_task_definition_re_asks_its_reviews_and_the_dry_run_counts_th
 
 
 def test_judgments_from_before_fingerprints_are_kept_not_paid_again(ws: Workspace) -> None:
-    args = ("extract", "--task", "G1a", "--limit", "2")
-    assert ws.run(*args, env=_live(ws)).returncode == 0
-    cache = orjson.loads(ws.cache.read_bytes())
-    for judgment in cache["G1a"].values():
-        del judgment["_term_hash"]
-    ws.cache.write_bytes(orjson.dumps(cache))
-    assert "0 requests" in ws.run(*args, "--dry-run").stdout
+    extract = Extract(Context.open(ws.root), "G1a", limit=2)
+    reviews = extract.reviews(None)
+    JudgmentCache(ws.cache).merge("G1a", {r: {"review_id": r, "is_relevant": False} for r in reviews})
+    assert list(extract.work(None)) == []
+    stale = {"review_id": "x", "is_relevant": False, "_term_hash": "0" * 16}
+    JudgmentCache(ws.cache).merge("G1a", {r: {**stale, "review_id": r} for r in list(reviews)[:3]})
+    assert len(list(extract.work(None))) == 3
 
 
 def test_the_relevance_flag_is_the_one_the_task_names_in_requests_and_cache(ws: Workspace) -> None:
