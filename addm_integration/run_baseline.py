@@ -95,6 +95,16 @@ def answer_format(policy: Policy) -> dict[str, Any]:
     )
 
 
+@dataclass(frozen=True)
+class Asked:
+    """What every request of a run shares, read and checked once before anything is sent."""
+
+    policy: Policy
+    system_prompt: str
+    agenda: str
+    response_format: dict[str, Any]
+
+
 def user_content(record: Mapping[str, Any], agenda: str) -> str:
     return f"# Context\n\n{orjson.dumps(record).decode()}\n\n# Agenda\n\n{agenda}"
 
@@ -109,16 +119,6 @@ def request_body(record: Mapping[str, Any], asked: Asked, model: str) -> dict[st
         ],
         "response_format": asked.response_format,
     }
-
-
-@dataclass(frozen=True)
-class Asked:
-    """What every request of a run shares, read and checked once before anything is sent."""
-
-    policy: Policy
-    system_prompt: str
-    agenda: str
-    response_format: dict[str, Any]
 
 
 def read_answer(text: str, labels: Sequence[str] = VERDICTS) -> tuple[Any, str | None, float | None]:
