@@ -70,7 +70,7 @@ def test_ondemand_refusal_stops_within_the_concurrency_and_exits_2(ws: Workspace
 def test_a_refused_key_leaves_a_good_baseline_result_as_it_was(ws: Workspace) -> None:
     policy = ("--policy", "G1_allergy_V2", "--concurrency", "2")
     assert ws.run("baseline", *policy).returncode == 0
-    results = ws.root / "results" / "baseline" / "G1_allergy_V2" / "results.json"
+    results = ws.root / "results" / "baseline" / "G1_allergy_V2_K25" / "results.json"
     good = results.read_bytes()
     ws.server.reset_stats()
     _refuse(ws, "key", CHAT)
