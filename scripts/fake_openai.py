@@ -574,7 +574,7 @@ def _strict_node(node: Any, path: tuple[str, ...], depth: int, totals: dict[str,
                 if problem is not None:
                     return problem
     if "object" in _types(node) or "properties" in node:
-        if depth >= STRICT_MAX_DEPTH + 1:
+        if depth >= STRICT_MAX_DEPTH:  # the root is the first level
             return f"{_context(path)}, objects are nested more than {STRICT_MAX_DEPTH} levels deep."
         problem = _strict_object(node, path, depth, totals)
         if problem is not None:

@@ -104,7 +104,7 @@ BAD = {
         None,
         "at most 15000 characters",
     ),
-    "over 10 levels of nesting": (_schema(_nested(12)), "response_format", None, "nested more than 10 levels"),
+    "over 10 levels of nesting": (_schema(_nested(11)), "response_format", None, "nested more than 10 levels"),
     "over 5,000 properties": (
         _schema(strict_object({f"p{i}": STRING for i in range(5001)})),
         "response_format",

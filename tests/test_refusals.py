@@ -120,3 +120,17 @@ def test_a_cron_fetch_refused_logs_one_line_keeps_its_entry_and_status_says_bloc
     assert ws.run_cron_line(command).returncode == 0
     assert ws.batches() == [] and _state(ws) == "finalized"
     assert len(orjson.loads(ws.cache.read_bytes())["G1a"]) == 150
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "says"),
+    [(403, None, "may not do this"), (400, "billing_hard_limit_reached", "no credit left")],
+)
+def test_no_permission_and_a_billing_limit_are_refusals_too(
+    ws: Workspace, status: int, code: str | None, says: str
+) -> None:
+    ws.server.fail_next("POST /v1/files", count=10, status=status, code=code)
+    result = ws.run("extract", *TASK, *submit_args(ws))
+    assert result.returncode == 2 and ws.server.stats()["requests"] == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "OPENAI_API_KEY" in line and says in line and "retr" not in line.lower()
