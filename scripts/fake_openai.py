@@ -1061,6 +1061,11 @@ class FakeOpenAI:
         with self._lock:
             self._fail_rules.append(_Rule(method, prefix, int(count), status, retry_after, code=code))
 
+    def clear_faults(self) -> None:
+        """Drop every pending ``fail_next`` rule: the account is back in order."""
+        with self._lock:
+            self._fail_rules.clear()
+
     def hold_next(self, endpoint: str, count: int = 1, seconds: float = 1.0) -> None:
         """Delay the next ``count`` matching requests by ``seconds``, then process them normally."""
         method, prefix = _parse_endpoint(endpoint)

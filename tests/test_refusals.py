@@ -32,7 +32,7 @@ def _fix(ws: Workspace, how: str) -> None:
         env_file = ws.root / ".env"
         env_file.write_text(env_file.read_text().replace(WRONG_KEY, KEY))
     else:
-        ws.server._fail_rules.clear()
+        ws.server.clear_faults()
 
 
 def _one_refusal_line(result: subprocess.CompletedProcess[str], how: str) -> None:
