@@ -120,6 +120,7 @@ class Baseline:
     model: str = "gpt-5-nano"
     dev: bool = False
     run_dir: str = ""
+    rerun: bool = field(default=False, compare=False)  # ask again even for restaurants a finished run answered
     _records: dict[str, Mapping[str, Any]] | None = field(default=None, repr=False)
     _agenda: str | None = field(default=None, repr=False)
 
@@ -182,12 +183,35 @@ class Baseline:
         return self._agenda
 
     def work(self, job_id: str | None) -> Iterator[WorkItem]:
-        agenda = self.agenda
-        rows = self.load_rows(job_id) if job_id is not None else {}
-        for business_id, record in self.records.items():
+        """The restaurants without a success: of this job, or for a new job those the last finished run lacked."""
+        records, agenda = self.records, self.agenda
+        own = job_id is not None and self.rows_path(job_id).exists()
+        rows = self.load_rows(job_id) if own and job_id is not None else self._earlier_successes()
+        for business_id, record in records.items():
             if "error" not in rows.get(business_id, {"error": None}):
                 continue
+            if job_id is not None and not own:  # saved with the first item: the rows this job starts from
+                atomic_write(self.rows_path(job_id), orjson.dumps(rows))
+                own = True
             yield WorkItem(SampleId(self.policy, business_id).encode(), request_body(record, agenda, self.model))
+
+    def _earlier_successes(self) -> dict[str, dict[str, Any]]:
+        """The rows with a verdict of the last run of this selection that is over; none with ``--rerun``."""
+        earlier = None if self.rerun else self.ctx.previous_job(self.key())
+        if earlier is None:
+            return {}
+        rows = self.load_rows(earlier.job_id)
+        return {b: row for b, row in rows.items() if b in self.records and "error" not in row}
+
+    def nothing_to_do(self) -> str:
+        earlier = self.ctx.previous_job(self.key())
+        where = earlier.outputs.get("results") if earlier is not None else None
+        if not where:
+            return f"run_baseline {self.policy}: nothing to do, the selection has no restaurant"
+        return (
+            f"run_baseline {self.policy}: nothing to do, every restaurant of this selection has a verdict in "
+            f"{where} (--rerun asks for all again)"
+        )
 
     def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
         rows = self.load_rows(job.job_id)
@@ -304,9 +328,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip", type=cli.non_negative_int, default=0, help="skip the first S restaurants")
     parser.add_argument("--dev", action="store_true", help="write to results/dev/<timestamp>_<policy>/")
     parser.add_argument("--concurrency", type=cli.positive_int, default=32, help="ondemand calls in flight (32)")
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="ask again for every restaurant, also those a finished run of this selection answered "
+        "(default: only those without a verdict)",
+    )
 
     def build(ctx: Context, args: Any) -> Baseline:
-        return Baseline(ctx, args.policy, args.domain, args.k, args.n, args.skip, args.model, args.dev)
+        pipeline = Baseline(ctx, args.policy, args.domain, args.k, args.n, args.skip, args.model, args.dev)
+        pipeline.rerun = args.rerun
+        return pipeline
 
     return cli.run(parser, argv, Baseline, build)
 
