@@ -336,9 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     def build(ctx: Context, args: Any) -> Baseline:
-        pipeline = Baseline(ctx, args.policy, args.domain, args.k, args.n, args.skip, args.model, args.dev)
-        pipeline.rerun = args.rerun
-        return pipeline
+        return Baseline(
+            ctx, args.policy, args.domain, args.k, args.n, args.skip, args.model, args.dev, rerun=args.rerun
+        )
 
     return cli.run(parser, argv, Baseline, build)
 
