@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 from conftest import Workspace, submit_args
 
 POLICY = ("--policy", "G1_allergy_V2")
@@ -169,21 +170,40 @@ def test_abandon_removes_entries_cancels_batches_keeps_what_was_applied_and_the_
     assert sorted(_states(ws)) == ["abandoned", "running"]
 
 
-def test_a_killed_ondemand_run_shows_running_while_alive_then_interrupted_and_the_command_continues(
-    ws: Workspace,
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_a_stopped_ondemand_run_shows_running_while_alive_then_interrupted_and_the_command_continues(
+    ws: Workspace, sig: signal.Signals
 ) -> None:
     ws.server.hold_next(CHAT, count=1, seconds=20)
     argv = [sys.executable, "-m", "addm_integration.extract", "--root", str(ws.root), *TASK, "--limit", "1"]
-    run = subprocess.Popen([*argv, "--concurrency", "1"], env=ws.env(), stdout=subprocess.DEVNULL)
+    run = subprocess.Popen(
+        [*argv, "--concurrency", "1"], env=ws.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 30
     while _chats(ws) == 0:
         assert time.monotonic() < deadline and run.poll() is None
         time.sleep(0.02)
     assert _states(ws) == ["running"]
-    os.kill(run.pid, signal.SIGKILL)
-    run.wait(timeout=30)
+    os.kill(run.pid, sig)
+    _, err = run.communicate(timeout=30)
+    if sig == signal.SIGINT:
+        assert run.returncode == 130 and b"same command" in err and b"Traceback" not in err
     assert _states(ws) == ["interrupted"]
 
     again = ws.run("extract", *TASK, "--limit", "1")
     assert again.returncode == 0, again.stderr
     assert "the 25 requests it still lacked" in again.stdout and _states(ws) == ["finalized"]
+
+
+def test_an_ondemand_run_whose_every_request_is_refused_for_itself_exits_2_and_finalizes_nothing(
+    ws: Workspace,
+) -> None:
+    ws.server.fail_next(CHAT, count=25, status=400)
+    refused = ws.run("extract", *TASK, "--limit", "1")
+    assert refused.returncode == 2, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "HTTP 400" in refused.stderr
+    assert "retries" not in refused.stderr and not ws.cache.exists()
+    assert _states(ws) == ["nothing got through"]
+    ws.server.reset_stats()
+    assert ws.run("extract", *TASK, "--limit", "1").returncode == 0
+    assert _chats(ws) == 25 and _states(ws) == ["finalized"]
