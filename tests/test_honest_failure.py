@@ -80,7 +80,7 @@ def test_an_ondemand_baseline_outage_keeps_results_json_byte_identical_and_the_j
     back = ws.run("baseline", *POLICY, "--rerun")
     assert back.returncode == 0, back.stderr
     assert _chats(ws) == 6
-    assert orjson.loads(_results(ws).read_bytes())["run_id"] != orjson.loads(before)["run_id"]
+    assert orjson.loads(_results(ws).read_bytes())["job_id"] != orjson.loads(before)["job_id"]
 
 
 def test_a_baseline_batch_that_got_nothing_through_finalizes_nothing_and_the_same_submit_continues(
