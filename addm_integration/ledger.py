@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from addm_integration import doctor, prices
+from addm_integration import cronlist, doctor, prices
 from addm_integration.context import Context
 from addm_integration.errors import AddmError
 from addm_integration.submit import job_cron_table
@@ -28,7 +28,7 @@ def _status_fields(state: State, job: JobState, row: dict[str, Any]) -> dict[str
     table = job_cron_table(job)
     if table is not None and row["batches"]:
         try:
-            entries = table.entries()
+            entries = {entry.batch_id for entry in table.entries()}
         except Exception:  # an unreadable crontab must not hide the status of every job
             entries = None
         for batch in row["batches"]:
@@ -38,6 +38,7 @@ def _status_fields(state: State, job: JobState, row: dict[str, Any]) -> dict[str
 
 
 def _doctor_flags(p: argparse.ArgumentParser) -> None:
+    """problems of this workspace (cron entries, orphan batches, ledger tail), each with its fix"""
     p.description = "Problems of the workspace (cron entries, orphans, ledger tail), each with its fix."
     p.add_argument("--crontab-file", help="also inspect this tab file (env ADDM_CRONTAB; default: your crontab)")
     p.add_argument("--fix", action="store_true", help="apply the fixes that cannot lose anything")
@@ -47,17 +48,27 @@ def _doctor_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _doctor(args: Any, ledger: Ledger) -> int:
+    return _in_workspace("doctor", doctor.run, args, ledger)
+
+
+def _cron(args: Any, ledger: Ledger) -> int:
+    return _in_workspace("cron", cronlist.run, args, ledger)
+
+
+def _in_workspace(name: str, command: Callable[[Any, Context], int], args: Any, ledger: Ledger) -> int:
+    """Run an application command on the ledger's workspace; its failures as one line and their exit code."""
     args.crontab_file = args.crontab_file or os.environ.get("ADDM_CRONTAB")
     ctx = Context.open(ledger.dir.parent.parent)
     try:
-        return doctor.run(args, ctx)
+        return command(args, ctx)
     except AddmError as exc:
-        print(f"addm-ledger doctor: {exc}", file=sys.stderr)
+        print(f"addm-ledger {name}: {exc}", file=sys.stderr)
         return exc.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    hooks = cli.Hooks(status_fields=_status_fields, commands={"doctor": (_doctor_flags, _doctor)})
+    commands = {"doctor": (_doctor_flags, _doctor), "cron": (cronlist.configure, _cron)}
+    hooks = cli.Hooks(status_fields=_status_fields, commands=commands)
     return cli.main(argv, prog="addm-ledger", hooks=hooks)
 
 

@@ -236,7 +236,7 @@ def build_parser(prog: str, hooks: Hooks) -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     sub.add_parser("verify", help="check every record; exit 1 at the first bad one")
     for name, (configure, _) in hooks.commands.items():
-        configure(sub.add_parser(name))
+        configure(sub.add_parser(name, help=(configure.__doc__ or "").strip() or None))  # its docstring: one line
     return p
 
 
