@@ -8,11 +8,14 @@ the ``cron`` package; they skip elsewhere, but fail under CI (``CI=true``), wher
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +23,9 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import KEY
+from fake_openai import FakeOpenAI
+from gen_data import generate
 
 from addm_integration.cron import CronTable, render
 
@@ -167,3 +173,74 @@ def test_real_crontab_edits_change_only_our_own_lines(user: pwd.struct_passwd) -
     assert seen == _expected(CORPUS)
     assert user_table(user) == CORPUS
     assert subprocess.run(["crontab", "-l"], capture_output=True).stdout == roots_table  # never touched
+
+
+def _commands(argvs: list[tuple[str, list[str]]]) -> list[tuple[int, str]]:
+    """Run commands of the tool in this process (the forked child): exit code and stdout of each."""
+    from addm_integration import extract, ledger
+
+    out = []
+    for tool, argv in argvs:
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            code = (extract.main if tool == "extract" else ledger.main)(argv)
+        out.append((code, buffer.getvalue()))
+    return out
+
+
+def _warm_up(root: Path, server: FakeOpenAI) -> None:
+    """The same commands once here, on a tab file, so that every module they load lazily is loaded before the
+    fork: the throwaway user cannot read this interpreter's files."""
+    generate(root, n_restaurants=1, seed=3)
+    (root / ".env").write_text(f"OPENAI_API_KEY={KEY}\nOPENAI_BASE_URL={server.base_url}\n")
+    (root / ".env").chmod(0o600)
+    a = ["--root", str(root)]
+    submit = [*a, "--task", "G1a", "--llm-mode", "24hrbatch", "--crontab-file", str(root / "tab")]
+    assert _commands([("extract", submit)])[0][0] == 0
+    (batch,) = server.batch_ids()
+    server.set_batch_outcome(batch, "completed")
+    checks = [[*a, "doctor", "--json"], [*a, "doctor", "--fix"], [*a, "cron", "--json"], [*a, "cron"]]
+    _commands([("ledger", c) for c in checks] + [("extract", [*submit, "--batch-id", batch])])
+    server.reset_stats()
+    shutil.rmtree(root)
+
+
+def test_two_workspaces_on_a_real_crontab_keep_to_their_own_entries(
+    user: pwd.struct_passwd, server: FakeOpenAI
+) -> None:
+    base = Path(tempfile.mkdtemp(prefix="addm-cron-", dir="/tmp"))
+    try:
+        _warm_up(base / "warm-up", server)
+        warm = set(server.batch_ids())
+        base.chmod(0o755)
+        roots = [base / "a", base / "b"]
+        for root in roots:
+            generate(root, n_restaurants=1, seed=3)
+            (root / ".env").write_text(f"OPENAI_API_KEY={KEY}\nOPENAI_BASE_URL={server.base_url}\n")
+            (root / ".env").chmod(0o600)
+        subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(base)], check=True)
+        set_user_table(user, CORPUS)
+        submit = ["--task", "G1a", "--llm-mode", "24hrbatch"]
+        results = as_user(user, _commands, [("extract", ["--root", str(r), *submit]) for r in roots])
+        assert [code for code, _ in results] == [0, 0]
+        batch_a, batch_b = (b for b in server.batch_ids() if b not in warm)
+        both = user_table(user)
+        assert both.startswith(CORPUS) and batch_a.encode() in both and batch_b.encode() in both
+
+        a = ["--root", str(roots[0])]
+        checks = [(*a, "doctor", "--json"), (*a, "doctor", "--fix"), (*a, "cron", "--json")]
+        (doctor, _), (fixed, _), (_, listed) = as_user(user, _commands, [("ledger", list(c)) for c in checks])
+        assert (doctor, fixed) == (0, 0) and user_table(user) == both
+        assert [e["batch_id"] for e in orjson.loads(listed)] == [batch_a]
+
+        shutil.rmtree(roots[1])
+        ((code, said),) = as_user(user, _commands, [("ledger", [*a, "doctor", "--fix", "--offline"])])
+        assert code == 0 and f"fixed orphan-cron-entry: {batch_b}" in said
+        assert user_table(user).startswith(CORPUS) and batch_b.encode() not in user_table(user)
+
+        server.set_batch_outcome(batch_a, "completed")
+        ((code, said),) = as_user(user, _commands, [("extract", [*a, *submit, "--batch-id", batch_a])])
+        assert code == 0 and "completed" in said
+        assert user_table(user) == CORPUS
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
