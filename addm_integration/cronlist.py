@@ -94,27 +94,35 @@ def rows(ctx: Context, state: State, tabfile: str | None) -> Iterator[Row]:
 
 
 def _wrap(text: str, indent: str) -> str:
-    return textwrap.fill(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ", break_on_hyphens=False)
+    """At most 80 columns where words allow; an id or a path is never cut."""
+    return textwrap.fill(
+        text,
+        WIDTH,
+        initial_indent=indent,
+        subsequent_indent=indent + "  ",
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
 
 
-def _print(ctx: Context, found: list[Row], tabfile: str | None) -> None:
+def _print(ctx: Context, found: list[Row]) -> None:
     mine = [r for r in found if r.owner != "gone"]
     gone = [r for r in found if r.owner == "gone"]
     print(_wrap(f"cron entries of {ctx.ws.root}: {len(mine) or 'none'}", ""))
-    for r in mine:
-        where = "your crontab" if r.table is None else r.table
+    for i, r in enumerate(mine):
+        if i == 0 or r.table != mine[i - 1].table:
+            print(_wrap(f"in {'your crontab' if r.table is None else r.table}:", " "))
         print(_wrap(r.entry.batch_id, "  "))
-        print(_wrap(f"job {r.job_id or '?'}: {r.known} ({where})", "    "))
+        print(_wrap(f"job {r.job_id or '?'}: {r.known}", "    "))
         if r.owner == "moved":
-            print(
-                _wrap(f"runs in {r.entry.root}, where this workspace was; addm-ledger doctor --fix rewrites it", "    ")
-            )
+            moved = f"runs in {r.entry.root}, where this workspace was; addm-ledger doctor --fix rewrites it"
+            print(_wrap(moved, "    "))
     if gone:
         print("entries of workspaces that no longer exist:")
     for r in gone:
         print(_wrap(r.entry.batch_id, "  "))
         print(_wrap(f"was in {r.entry.root or '(no --root)'}; remove it with:", "    "))
-        print(_wrap(ledger_command(ctx, "cron", "--remove", r.entry.batch_id, *_tab_flags(r.table)), "    "))
+        print("    " + ledger_command(ctx, "cron", "--remove", r.entry.batch_id, *_tab_flags(r.table)))  # one line
 
 
 def _tab_flags(tabfile: str | None) -> list[str]:
@@ -151,5 +159,5 @@ def run(args: Any, ctx: Context) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps([r.to_json() for r in found], option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
-    _print(ctx, found, args.crontab_file)
+    _print(ctx, found)
     return 0
