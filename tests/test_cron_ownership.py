@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import orjson
@@ -17,6 +18,9 @@ from conftest import KEY, Workspace
 from crontab import CronTab
 from fake_openai import FakeOpenAI
 from gen_data import generate
+
+from ledger.events import CronRemoved
+from ledger.log import Ledger
 
 TASK = ("--task", "G1a")
 
@@ -188,3 +192,12 @@ def test_cron_and_doctor_have_help(tmp_path: Path) -> None:
         )
         assert done.returncode == 0 and "--crontab-file" in done.stdout
         assert all(len(line) <= 80 for line in done.stdout.splitlines())
+
+
+def test_a_cron_removal_the_previous_release_recorded_reads_as_not_by_the_user(tmp_path: Path) -> None:
+    head = orjson.dumps(
+        {"seq": 1, "ts": "2026-01-01T00:00:00.000000Z", "type": "CronRemoved", "v": 1, "data": {"batch_id": "b1"}}
+    )[:-1]
+    (tmp_path / "events.jsonl").write_bytes(head + b',"crc":"%08x"}\n' % zlib.crc32(head))
+    (record,) = list(Ledger(tmp_path).records())
+    assert record.event == CronRemoved("b1", by_user=False)
