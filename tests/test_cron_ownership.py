@@ -8,6 +8,7 @@ from the next run of its job; ``addm-ledger cron`` lists and removes this worksp
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zlib
@@ -201,3 +202,32 @@ def test_a_cron_removal_the_previous_release_recorded_reads_as_not_by_the_user(t
     (tmp_path / "events.jsonl").write_bytes(head + b',"crc":"%08x"}\n' % zlib.crc32(head))
     (record,) = list(Ledger(tmp_path).records())
     assert record.event == CronRemoved("b1", by_user=False)
+
+
+def test_an_entry_a_failing_crontab_write_left_out_comes_back_with_the_next_run(
+    tmp_path: Path, server: FakeOpenAI
+) -> None:
+    """``crontab -`` refusing the table (here a stand-in ``crontab`` first on PATH, never the real one)."""
+    bin_dir, table = tmp_path / "bin", tmp_path / "user.tab"
+    bin_dir.mkdir()
+    fake = bin_dir / "crontab"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'T={table}\nif [ "$1" = -l ]; then [ -f "$T" ] && exec cat "$T"; echo "no crontab for you" >&2; exit 1; fi\n'
+        'if [ -f "$T.fail" ]; then echo "crontab: cannot write the table" >&2; exit 1; fi\n'
+        'cat > "$T"\n'
+    )
+    fake.chmod(0o755)
+    path = f"{bin_dir}:/usr/bin:/bin"
+    assert shutil.which("crontab", path=path) == str(fake)
+    ws = _ws(tmp_path / "ws", server)
+    Path(f"{table}.fail").touch()
+    failed = ws.run("extract", *TASK, "--llm-mode", "24hrbatch", env=ws.env(PATH=path))
+    assert failed.returncode == 75 and "cannot write the table" in failed.stderr
+    assert "Traceback" not in failed.stderr and not table.exists()
+    (batch,) = server.batch_ids()
+
+    Path(f"{table}.fail").unlink()
+    again = ws.run("extract", *TASK, "--llm-mode", "24hrbatch", env=ws.env(PATH=path))
+    assert again.returncode == 0, again.stderr
+    assert server.batch_ids() == [batch] and set(_lines(table)) == {batch}
