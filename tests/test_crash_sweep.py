@@ -33,7 +33,7 @@ STAGES = ("submit", "first-fetch", "second-fetch")
 
 
 def _fresh(root: Path, server: FakeOpenAI) -> Workspace:
-    generate(root, n_restaurants=2, seed=5)
+    generate(root, n_restaurants=1, seed=5)
     env_file = root / ".env"
     env_file.write_text(f"OPENAI_API_KEY={KEY}\nOPENAI_BASE_URL={server.base_url}\n")
     env_file.chmod(0o600)
