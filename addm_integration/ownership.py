@@ -18,21 +18,26 @@ def _path(ws: Workspace) -> Path:
     return ws.ledger_dir / "workspace_id"
 
 
-def workspace_id(ws: Workspace, *, create: bool = False) -> str | None:
-    """The id of the workspace (None when it has none yet and ``create`` is false).
+def workspace_id(ws: Workspace) -> str | None:
+    """The id of the workspace, None while it has none (nothing was ever sent from it)."""
+    path = _path(ws)
+    return path.read_text().strip() if path.exists() else None
+
+
+def ensure_workspace_id(ws: Workspace) -> str:
+    """The id of the workspace, made now if it has none.
 
     Two first submits at once agree: the id is written aside and linked into place, and the loser reads the
     winner's.
     """
     path = _path(ws)
-    if path.exists() or not create:
-        return path.read_text().strip() if path.exists() else None
-    aside = path.with_name(f".workspace_id.{secrets.token_hex(4)}")
-    atomic_write(aside, f"ws_{secrets.token_hex(8)}\n".encode())
-    try:
-        os.link(aside, path)
-    except FileExistsError:
-        pass
-    finally:
-        aside.unlink(missing_ok=True)
+    if not path.exists():
+        aside = path.with_name(f".workspace_id.{secrets.token_hex(4)}")
+        atomic_write(aside, f"ws_{secrets.token_hex(8)}\n".encode())
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass
+        finally:
+            aside.unlink(missing_ok=True)
     return path.read_text().strip()

@@ -22,7 +22,7 @@ from addm_integration import credentials, failpoints, openai_api
 from addm_integration.context import Context, create_job
 from addm_integration.cron import SCHEDULE, CronTable, cron_supported, fetch_command
 from addm_integration.errors import BadInput
-from addm_integration.ownership import workspace_id
+from addm_integration.ownership import ensure_workspace_id
 from addm_integration.pipeline import Pipeline, WorkItem
 from ledger.events import BatchCreated, CronInstalled, Event, FileUploaded, PartPlanned, SendStarted
 from ledger.reducer import JobState, PartState, State
@@ -190,7 +190,7 @@ def send_part(ctx: Context, api: OpenAI, creds: credentials.Credentials, job: Jo
         metadata = {
             openai_api.JOB_METADATA_KEY: job.job_id,
             openai_api.IDEM_METADATA_KEY: part.idem_key,
-            openai_api.WORKSPACE_METADATA_KEY: workspace_id(ctx.ws, create=True) or "",
+            openai_api.WORKSPACE_METADATA_KEY: ensure_workspace_id(ctx.ws),
         }
         batch = openai_api.create_batch(api, creds, file_id, metadata)
         failpoints.hit("after-create")
