@@ -15,6 +15,7 @@ import zlib
 from pathlib import Path
 
 import orjson
+import pytest
 from conftest import KEY, Workspace
 from crontab import CronTab
 from fake_openai import FakeOpenAI
@@ -108,7 +109,10 @@ def test_entries_of_a_deleted_workspace_are_reported_anywhere_and_removed_by_the
     assert _doctor(a, tab) == (0, [])
 
 
-def test_a_moved_workspace_rewrites_its_entries_and_its_batch_is_fetched(tmp_path: Path, server: FakeOpenAI) -> None:
+@pytest.mark.parametrize("fixed_by", ["doctor", "submit"])
+def test_a_moved_workspace_rewrites_its_entries_and_its_batch_is_fetched(
+    tmp_path: Path, server: FakeOpenAI, fixed_by: str
+) -> None:
     tab = tmp_path / "shared.tab"
     old = _ws(tmp_path / "old", server)
     (batch,) = _submit(old, tab)
@@ -118,7 +122,10 @@ def test_a_moved_workspace_rewrites_its_entries_and_its_batch_is_fetched(tmp_pat
 
     code, (finding,) = _doctor(moved, tab)
     assert (code, finding["kind"], finding["subject"]) == (3, "moved-cron-entry", batch)
-    _sh(finding["fix"], moved)
+    if fixed_by == "doctor":
+        _sh(finding["fix"], moved)
+    else:
+        assert _submit(moved, tab) == []  # the same submit command, run in the new place
     line = _lines(tab)[batch]
     assert f"cd {moved.root} " in line and str(old.root) not in line
     assert _doctor(moved, tab) == (0, [])
