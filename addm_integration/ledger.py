@@ -39,7 +39,12 @@ def _status_fields(state: State, job: JobState, row: dict[str, Any]) -> dict[str
 
 def _doctor_flags(p: argparse.ArgumentParser) -> None:
     """problems of this workspace (cron entries, orphan batches, ledger tail), each with its fix"""
-    p.description = "Problems of the workspace (cron entries, orphans, ledger tail), each with its fix."
+    p.description = (
+        "Problems of the workspace (cron entries, orphan batches, ledger tail, leftovers), each with the exact "
+        "command that fixes it, and cron entries of workspaces that no longer exist. Nothing of another "
+        "workspace that still exists is reported or touched. Exit 0: no problems; 3: problems found; "
+        "1: ledger corrupt."
+    )
     p.add_argument("--crontab-file", help="also inspect this tab file (env ADDM_CRONTAB; default: your crontab)")
     p.add_argument("--fix", action="store_true", help="apply the fixes that cannot lose anything")
     p.add_argument("--offline", action="store_true", help="do not ask the server for orphan batches")
