@@ -29,7 +29,6 @@ WIDTH = 80
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    """this workspace's cron entries and those of workspaces that are gone; --remove takes them out"""
     p.description = (
         "This workspace's cron entries (batch, job, what the ledger knows of the batch) and entries of "
         "workspaces that no longer exist. --remove/--remove-all take this workspace's entries out, as you "
@@ -69,6 +68,8 @@ def _known(state: State, batch_id: str) -> tuple[str | None, str]:
     if batch is None:
         return None, "unknown to this workspace's ledger"
     job = state.jobs[batch.job_id]
+    if job.abandoned:
+        return job.job_id, "job abandoned: polls for nothing"
     if not batch.settled:
         counts = batch.counts
         done = f", {counts.get('completed', 0)}/{counts['total']} done" if counts.get("total") else ""

@@ -93,8 +93,8 @@ def _cron_findings(ctx: Context, state: State, tabfile: str | None, fix_all: str
             elif job is None:
                 why = "its batch is unknown to this workspace's ledger"
                 yield Finding("stale-cron-entry", entry.batch_id, f"cron entry polls for nothing: {why}", remove)
-            elif batch is not None and batch.settled and job.finalized:
-                why = f"its job {job.job_id} is finished"
+            elif job.abandoned or (batch is not None and batch.settled and job.finalized):
+                why = f"its job {job.job_id} is {'abandoned' if job.abandoned else 'finished'}"
                 yield Finding("stale-cron-entry", entry.batch_id, f"cron entry polls for nothing: {why}", remove)
             elif owner == "gone" and entry.root is not None:
                 why = f"it runs in {entry.root}, where this workspace was, and fails before the tool starts"
@@ -104,7 +104,7 @@ def _cron_findings(ctx: Context, state: State, tabfile: str | None, fix_all: str
     for batch in state.batches.values():
         job = state.jobs[batch.job_id]
         spec = CronSpec.from_params(job.params.get("cron"))
-        if batch.settled or spec is None or batch.cron_by_user:
+        if batch.settled or spec is None or batch.cron_by_user or job.abandoned:
             continue
         if any(e.batch_id == batch.batch_id and e.owner(root) != "other" for e in entries[spec.tabfile]):
             continue
@@ -191,8 +191,7 @@ def cancel(ctx: Context, batch_id: str) -> str:
         owner = (api.batches.retrieve(batch_id).metadata or {}).get(openai_api.WORKSPACE_METADATA_KEY)
     if owner and owner != workspace_id(ctx.ws):
         raise BadInput(f"batch {batch_id} belongs to another workspace ({owner}); cancel it from there")
-    with openai_api.api_call(f"cancel of {batch_id}", creds):
-        batch = api.batches.cancel(batch_id)
+    batch = openai_api.cancel(api, creds, batch_id)
     return f"{batch_id}: {batch.status}"
 
 

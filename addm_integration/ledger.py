@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from addm_integration import cronlist, doctor, prices
+from addm_integration import abandon, cronlist, doctor, prices
 from addm_integration.context import Context
 from addm_integration.errors import AddmError
 from addm_integration.submit import job_cron_table
@@ -38,7 +38,6 @@ def _status_fields(state: State, job: JobState, row: dict[str, Any]) -> dict[str
 
 
 def _doctor_flags(p: argparse.ArgumentParser) -> None:
-    """problems of this workspace (cron entries, orphan batches, ledger tail), each with its fix"""
     p.description = (
         "Problems of the workspace (cron entries, orphan batches, ledger tail, leftovers), each with the exact "
         "command that fixes it, and cron entries of workspaces that no longer exist. Nothing of another "
@@ -71,9 +70,33 @@ def _in_workspace(name: str, command: Callable[[Any, Context], int], args: Any, 
         return exc.exit_code
 
 
+def _abandon(args: Any, ledger: Ledger) -> int:
+    try:
+        return abandon.run(args, Context.open(ledger.dir.parent.parent))
+    except AddmError as exc:
+        print(f"addm-ledger abandon: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _alive(ledger: Ledger, job: JobState) -> bool:
+    return Context.open(ledger.dir.parent.parent).run_alive(job.key)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    commands = {"doctor": (_doctor_flags, _doctor), "cron": (cronlist.configure, _cron)}
-    hooks = cli.Hooks(status_fields=_status_fields, commands=commands)
+    hooks = cli.Hooks(
+        status_fields=_status_fields,
+        commands={
+            "doctor": (_doctor_flags, _doctor),
+            "cron": (cronlist.configure, _cron),
+            "abandon": (abandon.configure, _abandon),
+        },
+        alive=_alive,
+        helps={
+            "doctor": "problems of this workspace, each with the command that fixes it (exit 3 if any)",
+            "cron": "this workspace's cron entries, and those of workspaces that are gone; remove them",
+            "abandon": "give a job up: entries removed, batches cancelled with --cancel, results kept",
+        },
+    )
     return cli.main(argv, prog="addm-ledger", hooks=hooks)
 
 
