@@ -239,3 +239,13 @@ def test_an_entry_a_failing_crontab_write_left_out_comes_back_with_the_next_run(
     again = ws.run("extract", *TASK, "--llm-mode", "24hrbatch", env=ws.env(PATH=path))
     assert again.returncode == 0, again.stderr
     assert server.batch_ids() == [batch] and set(_lines(table)) == {batch}
+
+
+def test_an_abandoned_job_gets_no_entry_back(tmp_path: Path, server: FakeOpenAI) -> None:
+    tab = tmp_path / "shared.tab"
+    ws = _ws(tmp_path / "ws", server)
+    assert len(_submit(ws, tab)) == 1
+    (job,) = ws.ledger_json("status")
+    assert ws.run("ledger", "abandon", job["job_id"]).returncode == 0
+    assert _lines(tab) == {}
+    assert _doctor(ws, tab, "--offline") == (0, [])  # its running batch needs no entry: nobody will apply it
