@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from addm_integration import fetch, ondemand, prices, submit
+from addm_integration import credentials, errors, fetch, ondemand, openai_api, prices, submit
 from addm_integration.context import Context
-from addm_integration.errors import AddmError, Transient
 from addm_integration.pipeline import Pipeline
-from ledger.log import LedgerBusy
+from addm_integration.workspace import Workspace
+from ledger import failures
 
 _MODES = """\
 ondemand (default): live calls, --concurrency at once; results applied as they come, so the same command after
@@ -53,7 +53,8 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # the cron line repeats these flags; an abbreviation must not change meaning later
         epilog="Exit codes: 0 done (or nothing to do, or batch still running), 2 bad input (nothing written or "
-        "sent),\n75 transient failure (the next run retries), 1 ledger corrupt. Guide: README.md.",
+        "sent),\n75 transient failure (the next run retries), 1 ledger corrupt or a stored result file changed,\n"
+        "70 unexpected error (its traceback saved under data/logs/). Guide: README.md.",
     )
     p.add_argument("--llm-mode", choices=("ondemand", "24hrbatch"), default="ondemand", help="default: ondemand")
     p.add_argument("--batch-id", help="fetch-only: check this batch; when done apply, finalize, remove its cron entry")
@@ -102,15 +103,20 @@ def run(
     root = Path(args.root or os.environ.get("ADDM_ROOT") or ".").resolve()
     try:
         message = _dispatch(Context.open(root), args, argv, cls, build)
-    except AddmError as exc:
-        print(f"{p.prog}: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except LedgerBusy as exc:
-        print(f"{p.prog}: {exc}; the next run retries", file=sys.stderr)
-        return Transient.exit_code
     except KeyboardInterrupt:
         print(f"{p.prog}: interrupted; what was applied is kept, run the same command to continue", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.batch_id and failures.is_lock_timeout(exc):
+            return 0  # fetch-only: another run holds what this one needs, and does what this one would
+        secret = credentials.known_secret(root)
+        return failures.report(
+            p.prog,
+            exc,
+            Workspace(root).logs_dir,
+            translate=errors.translate,
+            scrub=lambda text: openai_api.redact(text, secret),
+        )
     if message:
         print(message)
     return 0

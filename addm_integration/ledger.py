@@ -10,7 +10,7 @@ from typing import Any
 
 from addm_integration import doctor, prices
 from addm_integration.context import Context
-from addm_integration.errors import AddmError
+from addm_integration.errors import AddmError, translate
 from addm_integration.submit import job_cron_table
 from ledger import cli
 from ledger.log import Ledger
@@ -57,7 +57,7 @@ def _doctor(args: Any, ledger: Ledger) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    hooks = cli.Hooks(status_fields=_status_fields, commands={"doctor": (_doctor_flags, _doctor)})
+    hooks = cli.Hooks(status_fields=_status_fields, commands={"doctor": (_doctor_flags, _doctor)}, translate=translate)
     return cli.main(argv, prog="addm-ledger", hooks=hooks)
 
 

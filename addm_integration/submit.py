@@ -7,9 +7,11 @@ sent are not sent twice, and a part whose batch may have been created unseen is 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -23,6 +25,7 @@ from addm_integration.context import Context, create_job
 from addm_integration.cron import SCHEDULE, CronTable, cron_supported, fetch_command
 from addm_integration.errors import BadInput
 from addm_integration.pipeline import Pipeline, WorkItem
+from addm_integration.workspace import atomic_file
 from ledger.events import BatchCreated, CronInstalled, Event, FileUploaded, PartPlanned, SendStarted
 from ledger.reducer import JobState, PartState
 
@@ -193,13 +196,20 @@ def send_part(ctx: Context, api: OpenAI, creds: credentials.Credentials, job: Jo
 def keep_input(ctx: Context, part: PartState, batch_id: str) -> None:
     """Keep the batch's input beside its results (replay and requeue read it there), before the batch is recorded.
 
-    A hard link, not a move: the staged file stays valid for a run that crashed before recording the batch.
+    A hard link, not a move: the staged file stays valid for a run that crashed before recording the batch. Where
+    the two folders are on different file systems (or links are refused), an atomic copy.
     """
     target = ctx.ws.batch_dir(batch_id) / "input.jsonl"
     if target.exists():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    os.link(part.input_path, target)
+    try:
+        os.link(part.input_path, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        with open(part.input_path, "rb") as src, atomic_file(target) as out:
+            shutil.copyfileobj(src, out, 1 << 20)
 
 
 def install_cron(ctx: Context, spec: CronSpec | None, batch_id: str) -> list[Event]:

@@ -7,14 +7,17 @@ Each read first catches the index up with the records appended since it last loo
 is a handful, then reads the records it needs by position, each checked against its own checksum.
 
 If the log no longer matches what the index saw (its last indexed record is gone or different, as after a
-restore from a backup), the index is rebuilt from the start.
+restore from a backup), the index is rebuilt from the start; so it is when the index file itself is damaged
+(not a database, a malformed page): it is deleted and built again from the log.
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
+from typing import ParamSpec, TypeVar
 
 from ledger.events import ItemsApplied, JobCreated
 from ledger.log import Ledger, LedgerCorrupt, Record
@@ -35,6 +38,31 @@ def key_ref(key: str) -> str:
     return f"key:{key}"
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    """A damaged file, not a busy one ("database is locked" is an OperationalError too, and is not damage)."""
+    return not isinstance(exc, sqlite3.OperationalError) or "malformed" in str(exc) or "no such" in str(exc)
+
+
+def _rebuilt_if_damaged(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise
+        index = args[0]
+        assert isinstance(index, Index)
+        index.discard()
+        return method(*args, **kwargs)
+
+    return wrapper
+
+
 class Index:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
@@ -49,8 +77,14 @@ class Index:
             db.executescript(_SCHEMA)
         return db
 
+    def discard(self) -> None:
+        """Delete the index (and its journal); the next read builds it again from the log."""
+        for path in (self.path, self.path.with_name(self.path.name + "-journal")):
+            path.unlink(missing_ok=True)
+
     # -- keeping up ----------------------------------------------------------------------------------------
 
+    @_rebuilt_if_damaged
     def catch_up(self, *, items: bool = False) -> None:
         """Index every record appended since the last look; rebuild when the log is not the one indexed.
 
@@ -142,6 +176,7 @@ class Index:
 
     # -- reading -------------------------------------------------------------------------------------------
 
+    @_rebuilt_if_damaged
     def _records(self, query: str, arg: str, *, items: bool = False) -> list[Record]:
         self.catch_up(items=items)
         with closing(self._connect()) as db:
@@ -158,6 +193,7 @@ class Index:
         """The ItemsApplied records that name ``custom_id``."""
         return self._records("SELECT seq FROM items WHERE custom_id = ?", custom_id, items=True)
 
+    @_rebuilt_if_damaged
     def job_of(self, batch_id: str) -> str | None:
         self.catch_up()
         with closing(self._connect()) as db:
