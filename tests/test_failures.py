@@ -149,3 +149,21 @@ def test_an_unexpected_error_is_one_line_exit_70_and_its_traceback_is_saved_with
     assert str(saved) in err and "RuntimeError" in err and KEY not in err
     text = saved.read_text()
     assert "Traceback" in text and "a bug of ours" in text and KEY not in text
+
+
+def test_a_stored_result_file_that_changed_is_refused_and_nothing_is_applied(ws: Workspace) -> None:
+    result = ws.run("extract", *TASK, *submit_args(ws))
+    assert result.returncode == 0, result.stderr
+    (batch,) = ws.batches()
+    ws.server.set_batch_outcome(batch, "completed")
+    crashed = ws.run("extract", *TASK, "--batch-id", batch, env=ws.env(ADDM_FAILPOINT="after-download-error"))
+    assert crashed.returncode == -9
+    output = ws.root / "data" / "batches" / batch / "output.jsonl"
+    lines = output.read_bytes().splitlines(keepends=True)
+    output.write_bytes(b"".join(lines[1:]))  # one result lost by an edit
+    for args in (("--batch-id", batch), ("--batch-id", batch, "--replay")):
+        run = ws.run("extract", *TASK, *args)
+        assert run.returncode == 1, run.stderr
+        err = _one_line(run.stderr)
+        assert f"{output}: no longer matches its FilesStored record of batch {batch}" in err
+    assert not ws.cache.exists() and ws.ledger_json("audit", "--batch", batch) == []
