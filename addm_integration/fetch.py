@@ -301,6 +301,7 @@ def _requeue(ctx: Context, job: JobState, batch: BatchState, ids: Sequence[str])
     parts = submit.plan_parts(
         ctx,
         job.job_id,
+        job.key,
         model,
         lines,
         limits,

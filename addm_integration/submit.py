@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,9 +103,32 @@ class _StagedPart:
         self.file.close()
 
 
+def staging_for(ctx: Context, key: str) -> Path:
+    """The staged inputs of one job identity: only runs holding that identity's job lock write or sweep here."""
+    return ctx.ws.staging_dir / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def unsent_inputs(state_of: Callable[[str], JobState], job_ids: Iterable[str]) -> set[str]:
+    """The staged inputs that planned parts still need (those with no batch yet)."""
+    return {p.input_path for j in job_ids for p in state_of(j).parts.values() if p.batch_id is None}
+
+
+def sweep_staging(ctx: Context, key: str) -> None:
+    """Remove this identity's staged inputs that no part still to be sent names: what a run killed between
+    staging and recording left (up to 200 MB each), or between recording a batch and removing its input."""
+    folder = staging_for(ctx, key)
+    staged = list(folder.glob("*.jsonl")) if folder.exists() else []
+    if staged:
+        needed = unsent_inputs(lambda j: ctx.job_state(j).jobs[j], ctx.index.job_ids(key))
+        for path in staged:
+            if str(path) not in needed:
+                path.unlink(missing_ok=True)
+
+
 def plan_parts(
     ctx: Context,
     job_id: str,
+    key: str,
     model: str,
     lines: Iterable[tuple[str, bytes]],
     limits: Limits,
@@ -117,8 +140,10 @@ def plan_parts(
     """Write (custom_id, request line) pairs as staged JSONL parts within the limits; nothing is sent.
 
     Duplicate custom_ids and requests larger than a whole batch are refused here, before anything is uploaded.
+    Called under the job lock of ``key``, which makes sweeping that identity's leftovers first safe.
     """
-    staging = ctx.ws.staging_dir
+    sweep_staging(ctx, key)
+    staging = staging_for(ctx, key)
     staging.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
     staged: list[_StagedPart] = []
@@ -293,10 +318,11 @@ def submit(ctx: Context, pipeline: Pipeline, params: Mapping[str, Any], limits: 
         check_cron_prerequisites(ctx, spec)
         job_id, created = create_job(ctx, pipeline, MODE, {**params, "base_url": creds.base_url})
         lines = batch_lines(pipeline.work(job_id))
-        parts = plan_parts(ctx, job_id, pipeline.model, lines, limits, first_index=0, attempt=1)
+        parts = plan_parts(ctx, job_id, pipeline.key(), pipeline.model, lines, limits, first_index=0, attempt=1)
         if not parts:
             return None, f"{pipeline.name}: nothing to do, every result is already stored"
         n = sum(p.n_items for p in parts)
+        failpoints.hit("after-stage")
         ctx.record(replace(created, n_items=n), *parts)
         batches = send_pending_parts(ctx, job_id)
         how = "cron polls every 5 minutes" if spec else f"poll with --batch-id {batches[0]}" if batches else ""

@@ -167,3 +167,21 @@ def test_a_stored_result_file_that_changed_is_refused_and_nothing_is_applied(ws:
         err = _one_line(run.stderr)
         assert f"{output}: no longer matches its FilesStored record of batch {batch}" in err
     assert not ws.cache.exists() and ws.ledger_json("audit", "--batch", batch) == []
+
+
+def test_staged_inputs_of_a_killed_submit_are_reported_by_doctor_and_swept_by_the_rerun(ws: Workspace) -> None:
+    killed = ws.run(
+        "extract", *TASK, *submit_args(ws, "--max-batch-requests", "40"), env=ws.env(ADDM_FAILPOINT="after-stage")
+    )
+    assert killed.returncode == -9
+    staging = ws.root / "data" / "ledger" / "staging"
+    left = sorted(staging.glob("**/*.jsonl"))
+    assert len(left) > 1
+    doctor = ws.run("ledger", "doctor", "--offline", "--crontab-file", str(ws.tab))
+    for path in left:
+        assert f"leftover-file: {path}: staged input of an interrupted submit" in doctor.stdout
+        assert f"fix: rm {path}" in doctor.stdout
+    rerun = ws.run("extract", *TASK, *submit_args(ws, "--max-batch-requests", "40"))
+    assert rerun.returncode == 0, rerun.stderr
+    assert list(staging.glob("**/*.jsonl")) == [] and len(ws.batches()) == len(left)
+    assert "staged input" not in ws.run("ledger", "doctor", "--offline", "--crontab-file", str(ws.tab)).stdout
