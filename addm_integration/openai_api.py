@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from addm_integration.credentials import Credentials
 from addm_integration.errors import BadInput, Transient
-from ledger.log import fsync_dir
+from addm_integration.workspace import atomic_file
 
 if TYPE_CHECKING:  # the SDK takes most of a second to import: only runs that talk to the API pay for it
     from openai import AsyncOpenAI, OpenAI
@@ -141,24 +140,21 @@ def retrieve(api: OpenAI, creds: Credentials, batch_id: str) -> Batch:
 
 
 def download(api: OpenAI, creds: Credentials, file_id: str, dest: Path) -> dict[str, Any]:
-    """Stream a result file to ``dest`` (atomically) and return its size and sha256."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
+    """Stream a result file to ``dest`` (atomically) and return its size and sha256.
+
+    The caller holds the job's lock: an interrupted download's ``.part`` is this one's to overwrite.
+    """
     digest = hashlib.sha256()
     size = 0
     with (
         api_call(f"download of {file_id}", creds),
         api.files.with_streaming_response.content(file_id) as response,
-        open(tmp, "wb") as out,
+        atomic_file(dest, scratch=dest.with_name(dest.name + ".part")) as out,
     ):
         for chunk in response.iter_bytes(1 << 20):
             out.write(chunk)
             digest.update(chunk)
             size += len(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, dest)
-    fsync_dir(dest.parent)
     return {"file_id": file_id, "bytes": size, "sha256": digest.hexdigest()}
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -185,3 +187,29 @@ def test_staged_inputs_of_a_killed_submit_are_reported_by_doctor_and_swept_by_th
     assert rerun.returncode == 0, rerun.stderr
     assert list(staging.glob("**/*.jsonl")) == [] and len(ws.batches()) == len(left)
     assert "staged input" not in ws.run("ledger", "doctor", "--offline", "--crontab-file", str(ws.tab)).stdout
+
+
+@pytest.fixture
+def umask_027() -> Iterator[None]:
+    old = os.umask(0o027)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_rewrites_keep_the_files_mode_and_new_files_follow_the_umask(tmp_path: Path, umask_027: None) -> None:
+    from addm_integration.workspace import atomic_write_json
+
+    shared = JudgmentCache(tmp_path / "shared" / "cache.json")
+    shared.merge("G1a", {"r1": {"n": 1}})
+    assert stat.S_IMODE(shared.path.stat().st_mode) == 0o640  # new: 0666 under the umask, like any new file
+    shared.path.chmod(0o644)  # as an upstream checkout has it
+    shared.merge("G1a", {"r2": {"n": 2}})
+    shared.merge("G1b", {"r1": {"n": 3}})
+    assert stat.S_IMODE(shared.path.stat().st_mode) == 0o644
+    results = tmp_path / "results.json"
+    atomic_write_json(results, {"n": 1})
+    results.chmod(0o664)
+    atomic_write_json(results, {"n": 2})
+    assert stat.S_IMODE(results.stat().st_mode) == 0o664 and orjson.loads(results.read_bytes()) == {"n": 2}
