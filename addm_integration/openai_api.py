@@ -48,10 +48,30 @@ def async_client(creds: Credentials, *, max_retries: int = 2, timeout: float = 1
     return AsyncOpenAI(api_key=creds.api_key, base_url=creds.base_url, max_retries=max_retries, timeout=timeout)
 
 
+_TOKEN = re.compile(r"[^\s\"'`,;()\[\]{}<>]+")
+_MASK = re.compile(r"\*+|\.{3,}|\u2026")
+
+
+def _quotes_key(token: str, secret: str) -> bool:
+    """Whether a word of a message carries part of the key: 8 characters of it anywhere, or (where a server echoes
+    a masked key, ``abcd****wxyz``) its first or last 4 around the mask."""
+    pieces = [p for p in _MASK.split(token) if p]
+    masked = pieces != [token]
+    for piece in pieces:
+        if len(piece) >= 8 and any(piece[i : i + 8] in secret for i in range(len(piece) - 7)):
+            return True
+        if masked and len(piece) >= 4 and (secret.startswith(piece) or secret.endswith(piece)):
+            return True
+    return False
+
+
 def redact(text: str, secret: str | None = None) -> str:
-    """Remove the key (and anything shaped like one) from text bound for a user, a log or the ledger."""
+    """Remove the key (whatever its shape, whole or in part) and anything shaped like an OpenAI key from text
+    bound for a user, a log or the ledger. Redact before cutting a text short: a cut can split a key."""
     if secret:
         text = text.replace(secret, "***")
+        if len(secret) >= 8:
+            text = _TOKEN.sub(lambda m: "***" if _quotes_key(m.group(), secret) else m.group(), text)
     return _SECRET.sub("sk-***", text)
 
 
@@ -74,7 +94,7 @@ def describe(exc: BaseException, secret: str | None = None) -> str:
         text = f"HTTP {exc.status_code}" + (f" {code}" if code else "") + f": {message}"
     else:
         text = f"{exc.__class__.__name__}: {exc}"
-    return redact(" ".join(text.split())[:300], secret)
+    return redact(" ".join(text.split()), secret)[:300]
 
 
 def is_transient(exc: BaseException) -> bool:

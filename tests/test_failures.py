@@ -213,3 +213,18 @@ def test_rewrites_keep_the_files_mode_and_new_files_follow_the_umask(tmp_path: P
     results.chmod(0o664)
     atomic_write_json(results, {"n": 2})
     assert stat.S_IMODE(results.stat().st_mode) == 0o664 and orjson.loads(results.read_bytes()) == {"n": 2}
+
+
+@pytest.mark.parametrize(
+    "key", ["proj_4fQ9xZ2LmN7pR1sT8vW3yB6cD0eF5gH", "0123456789abcdef0123456789abcdef", "AIzaSyD-9tSrke72PouQMnMX7"]
+)
+def test_no_part_of_a_key_of_any_shape_reaches_a_message(key: str) -> None:
+    from addm_integration.openai_api import describe
+
+    straddling = RuntimeError("x" * 280 + f" key={key} rejected")  # the 300-character cut falls inside the key
+    masked = RuntimeError(f"Incorrect API key provided: {key[:4]}{'*' * 20}{key[-4:]}.")
+    quoted = RuntimeError(f"token '{key[3:15]}' unknown")
+    for exc in (straddling, masked, quoted):
+        line = describe(exc, key)
+        assert len(line) <= 300
+        assert not any(key[i : i + 4] in line for i in range(len(key) - 3)), line
