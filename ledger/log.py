@@ -16,6 +16,7 @@ stops with the file, line and sequence number. Records without ``step`` (older l
 from __future__ import annotations
 
 import functools
+import mmap
 import os
 import sys
 import zlib
@@ -108,19 +109,32 @@ def _decode_large(line: bytes) -> tuple[Record, Step]:
     return _decode(line)
 
 
-def _decode(line: bytes) -> tuple[Record, Step]:
-    if len(line) <= _CRC_SUFFIX_LEN or not line.endswith(b'"}'):
+Buffer = bytes | mmap.mmap
+Cut = Callable[[Buffer, int, int], bytes]  # (buffer, start, end of the checked head) -> the bytes to parse
+
+
+def _decode(line: Buffer, start: int = 0, end: int | None = None, cut: Cut | None = None) -> tuple[Record, Step]:
+    """The record in ``line[start:end]`` (a newline at its end ignored), read without copying it whole.
+
+    ``cut`` takes out of the checked bytes what the caller does not need before they are parsed.
+    """
+    end = len(line) if end is None else end
+    if line[end - 1 : end] == b"\n":
+        end -= 1
+    if end - start <= _CRC_SUFFIX_LEN or line[end - 2 : end] != b'"}':
         raise ValueError("not a complete record")
-    head, suffix = line[:-_CRC_SUFFIX_LEN], line[-_CRC_SUFFIX_LEN:]
+    head_end = end - _CRC_SUFFIX_LEN
+    suffix = line[head_end:end]
     if not suffix.startswith(b',"crc":"'):
         raise ValueError("no checksum")
     try:
         crc = int(suffix[8:16], 16)
     except ValueError:
         raise ValueError("malformed checksum") from None
-    if zlib.crc32(head) != crc:
-        raise ValueError("checksum mismatch")
-    obj = orjson.loads(head + b"}")
+    with memoryview(line) as view:
+        if zlib.crc32(view[start:head_end]) != crc:
+            raise ValueError("checksum mismatch")
+    obj = orjson.loads((cut(line, start, head_end) if cut else line[start:head_end]) + b"}")
     record = Record(obj["seq"], parse_ts(obj["ts"]), from_payload(obj["type"], obj["v"], obj["data"]))
     step = obj.get("step", [1, 1])
     if type(step) is not list or len(step) != 2 or not all(type(n) is int for n in step) or not 1 <= step[0] <= step[1]:
@@ -241,15 +255,22 @@ class Ledger:
             end = os.fstat(f.fileno()).st_size
             yield from self._parse(f, start, end, on_torn or _warn)
 
-    def read_at(self, offset: int, length: int) -> Record:
-        """One record by its position (from an index); its checksum is checked like any other read."""
+    def read_at(self, offset: int, length: int, *, cut: Cut | None = None) -> Record:
+        """One record by its position (from an index); its checksum is checked like any other read.
+
+        ``cut`` narrows the checked bytes before they are parsed (see ``_decode``): the record is then read from
+        a mapping of the file, so a multi-megabyte record is checked without a copy of it.
+        """
         with open(self.path, "rb") as f:
-            raw = os.pread(f.fileno(), length, offset)
             try:
+                if cut is not None:
+                    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                        return _decode(mapped, offset, offset + length, cut)[0]
+                raw = os.pread(f.fileno(), length, offset)
                 return decode_line(raw.rstrip(b"\n"))
             except (SchemaError, *_BAD) as exc:
                 line = _line_number(f, offset)  # counted only now: a failure may cost a pass over the file
-                raise LedgerCorrupt(self.path, line, _guess_seq(raw), str(exc)) from None
+                raise LedgerCorrupt(self.path, line, _guess_seq(os.pread(f.fileno(), 40, offset)), str(exc)) from None
 
     def line_of(self, seq: int) -> int:
         """The line number of record ``seq``, for a message: one pass over the file, paid only on a failure."""

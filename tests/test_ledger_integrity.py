@@ -23,7 +23,7 @@ from ledger.events import (
     PartPlanned,
 )
 from ledger.index import Index
-from ledger.log import Ledger
+from ledger.log import Ledger, LedgerCorrupt
 from ledger.reducer import fold
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -154,3 +154,21 @@ def test_an_append_whose_write_fails_is_cut_back_and_says_so_in_one_line(
     assert "No space left on device" in str(caught.value) and str(ledger.path) in str(caught.value)
     monkeypatch.undo()
     assert ledger.path.read_bytes() == before
+
+
+def test_audit_reads_each_application_narrowed_to_the_id_it_asks_about(tmp_path: Path) -> None:
+    from ledger.cli import audit_entries
+
+    tricky = 'review::G1a::b::],"attempt":9,"kind":"x'
+    ledger = Ledger(tmp_path)
+    ledger.append([ItemsApplied("j1", "b1", ("a", tricky, "z"), 2, "apply", {"prompt_tokens": 3})])
+    ledger.append([ItemsApplied("j2", None, (tricky,), 1, "replay")])
+    entries = audit_entries(Index(ledger).applications(tricky), custom_id=tricky, batch_id=None)
+    assert [(e["custom_id"], e["job_id"], e["batch_id"], e["attempt"], e["kind"]) for e in entries] == [
+        (tricky, "j1", "b1", 2, "apply"),
+        (tricky, "j2", None, 1, "replay"),
+    ]
+    damaged = ledger.path.read_bytes().replace(b'"z"', b'"y"')
+    ledger.path.write_bytes(damaged)
+    with pytest.raises(LedgerCorrupt, match="line 1 \\(seq 1\\): checksum mismatch"):
+        Index(ledger).applications(tricky)
