@@ -228,3 +228,31 @@ def test_no_part_of_a_key_of_any_shape_reaches_a_message(key: str) -> None:
         line = describe(exc, key)
         assert len(line) <= 300
         assert not any(key[i : i + 4] in line for i in range(len(key) - 3)), line
+
+
+def test_ondemand_requests_keep_flowing_while_an_apply_runs(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first apply waits until every request has been answered: only possible if it does not hold the loop."""
+    import asyncio
+    import threading
+
+    from addm_integration import ondemand
+    from addm_integration.credentials import Credentials
+    from addm_integration.pipeline import WorkItem
+
+    monkeypatch.setattr(ondemand, "CHUNK", 5)
+    body = {"model": "gpt-5-nano", "messages": [{"role": "user", "content": "hi"}]}
+    items = [WorkItem(f"c{i}", body) for i in range(40)]
+    all_asked = threading.Event()
+    chunks: list[int] = []
+
+    def flush(chunk: list) -> None:
+        if not chunks and not all_asked.wait(timeout=30):  # a bound on a broken run, not a wait for time
+            pytest.fail("no request went out while the first apply ran")
+        chunks.append(len(chunk))
+
+    def advance() -> None:
+        if ws.server.stats()["by_endpoint"].get("POST /v1/chat/completions", 0) >= len(items):
+            all_asked.set()
+
+    asyncio.run(ondemand._run(Credentials(KEY, ws.server.base_url), iter(items), 4, flush, advance))
+    assert sum(chunks) == len(items) and len(chunks) >= 2
