@@ -52,8 +52,9 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
         description=f"{description}\n\n{_MODES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # the cron line repeats these flags; an abbreviation must not change meaning later
-        epilog="Exit codes: 0 done (or nothing to do, or batch still running), 2 bad input (nothing written or "
-        "sent),\n75 transient failure (the next run retries), 1 ledger corrupt or a stored result file changed,\n"
+        epilog="Exit codes: 0 done (or nothing to do, or batch still running),\n"
+        "2 bad input (nothing written or sent), 75 transient (the next run retries),\n"
+        "1 ledger corrupt or a stored result file changed,\n"
         "70 unexpected error (its traceback saved under data/logs/). Guide: README.md.",
     )
     p.add_argument("--llm-mode", choices=("ondemand", "24hrbatch"), default="ondemand", help="default: ondemand")
