@@ -42,6 +42,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def llm_mode(text: str) -> str:
+    """Upstream ADDM says ``--mode batch`` for what is ``--llm-mode 24hrbatch`` here."""
+    return "24hrbatch" if text == "batch" else text
+
+
 def non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else positive_int(text)
 
@@ -57,7 +62,16 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
         "1 ledger corrupt or a stored result file changed,\n"
         "70 unexpected error (its traceback saved under data/logs/). Guide: README.md.",
     )
-    p.add_argument("--llm-mode", choices=("ondemand", "24hrbatch"), default="ondemand", help="default: ondemand")
+    p.add_argument(
+        "--llm-mode",
+        "--mode",
+        dest="llm_mode",
+        type=llm_mode,
+        choices=("ondemand", "24hrbatch"),
+        metavar="{ondemand,24hrbatch}",
+        default="ondemand",
+        help="default: ondemand; --mode is the same flag and batch the same as 24hrbatch (upstream's names)",
+    )
     p.add_argument("--batch-id", help="fetch-only: check this batch; when done apply, finalize, remove its cron entry")
     p.add_argument("--root", help="workspace root (env ADDM_ROOT, default: the current directory)")
     p.add_argument("--domain", default="yelp", help="default: yelp")
