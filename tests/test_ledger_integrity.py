@@ -172,3 +172,17 @@ def test_audit_reads_each_application_narrowed_to_the_id_it_asks_about(tmp_path:
     ledger.path.write_bytes(damaged)
     with pytest.raises(LedgerCorrupt, match="line 1 \\(seq 1\\): checksum mismatch"):
         Index(ledger).applications(tricky)
+
+
+def test_a_damaged_record_met_by_a_tail_read_is_named_by_its_line_in_the_file(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path)
+    created = [JobCreated("j", "extract", "24hrbatch", "k", {}, 2), PartPlanned("j", "p", 2, 1, 1, "/in", "m")]
+    ledger.append(created)
+    ledger.append([BatchCreated("j", "p", "b")])
+    Index(ledger).catch_up()  # indexed up to line 3: the next catch-up reads from there
+    ledger.append(_settle_step(3))
+    lines = ledger.path.read_bytes().splitlines(keepends=True)
+    lines[4] = lines[4].replace(b"HTTP 500", b"HTTP 501")  # line 5, seq 5: its checksum no longer matches
+    ledger.path.write_bytes(b"".join(lines))
+    with pytest.raises(LedgerCorrupt, match=r"line 5 \(seq 5\): checksum mismatch"):
+        Index(ledger).catch_up()
