@@ -22,7 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 import orjson
 
 from ledger.events import ItemsApplied, JobCreated
-from ledger.log import Cut, Ledger, LedgerCorrupt, Record
+from ledger.log import Cut, Ledger, LedgerCorrupt, Record, ignore_torn
 
 INDEX_NAME = "index.sqlite"
 SCHEMA_VERSION = "1"
@@ -100,7 +100,7 @@ class Index:
             db.execute("BEGIN IMMEDIATE")
             try:
                 start = self._resume_offset(db)
-                self._index(db, self.ledger.scan(start=start, on_torn=lambda _: None))
+                self._index(db, self.ledger.scan(start=start, on_torn=ignore_torn))
                 if items:
                     self._index_items(db, self._resume_offset(db))
                 db.execute("COMMIT")
@@ -116,7 +116,7 @@ class Index:
     def _index_items(self, db: sqlite3.Connection, end: int) -> None:
         """Index the applied items of the records between the last items pass and ``end``."""
         rows = []
-        for record, offset, _ in self.ledger.scan(start=self._items_from(db), on_torn=lambda _: None):
+        for record, offset, _ in self.ledger.scan(start=self._items_from(db), on_torn=ignore_torn):
             if offset >= end:
                 break
             if isinstance(record.event, ItemsApplied):

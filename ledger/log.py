@@ -325,7 +325,7 @@ class Ledger:
                 ends = [r[1] for r in step[1:]] + [offset]
                 yield from ((r, at, nxt - at) for (r, at, _), nxt in zip(step, ends, strict=True))
                 step = []
-        if (bad is not None or step) and self._torn(end):
+        if (bad is not None or step) and on_torn is not ignore_torn and self._torn(end):
             at = step[0][1] if step else bad[0]  # type: ignore[index]
             why = f"torn final record ({bad[2]})" if bad is not None and not step else "torn final step"
             on_torn(f"{self.path}: line {_line_number(f, at)}: {why}; it is set aside at the next write")
@@ -352,6 +352,10 @@ def _line_number(f: BinaryIO, offset: int) -> int:
         newlines += chunk.count(b"\n")
         offset -= len(chunk)
     return newlines + 1
+
+
+def ignore_torn(message: str) -> None:
+    """For a reader that has no use for the warning (the index): it also spares the look at the lock."""
 
 
 def _warn(message: str) -> None:
