@@ -180,6 +180,8 @@ class Index:
 
     @_rebuilt_if_damaged
     def _records(self, query: str, arg: str, *, items: bool = False, cut: Cut | None = None) -> list[Record]:
+        if not self.ledger.path.exists():  # nothing recorded yet: a reading creates no index
+            return []
         self.catch_up(items=items)
         with closing(self._connect()) as db:
             rows = db.execute(
@@ -212,6 +214,8 @@ class Index:
 
     @_rebuilt_if_damaged
     def job_of(self, batch_id: str) -> str | None:
+        if not self.ledger.path.exists():
+            return None
         self.catch_up()
         with closing(self._connect()) as db:
             return self._job_of(db, batch_id)
