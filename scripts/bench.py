@@ -454,7 +454,7 @@ def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int
             bare = count / (time.perf_counter() - start)
             env.update(OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=url)
             start = time.perf_counter()
-            subprocess.run(
+            done = subprocess.run(
                 [
                     sys.executable,
                     "-m",
@@ -469,10 +469,12 @@ def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int
                     str(concurrency),
                 ],
                 env=env,
-                check=True,
                 capture_output=True,
+                text=True,
             )
             ours = count / (time.perf_counter() - start)
+            if done.returncode != 0:
+                raise SystemExit(f"the ondemand run failed ({done.returncode}): {done.stderr.strip()}")
         finally:
             server.terminate()
             server.wait()
