@@ -335,7 +335,9 @@ def _continue(ctx: Context, pipeline: Pipeline, job: JobState, limits: Limits) -
     asked = 0
     if job_complete(ctx.job_state(job.job_id), job):
         lines = batch_lines(pipeline.work(job.job_id))
-        parts = plan_parts(ctx, job.job_id, pipeline.model, lines, limits, first_index=len(job.parts), attempt=1)
+        parts = plan_parts(
+            ctx, job.job_id, job.key, pipeline.model, lines, limits, first_index=len(job.parts), attempt=1
+        )
         ctx.record(*parts)
         asked = sum(p.n_items for p in parts)
     sent = send_pending_parts(ctx, job.job_id) + resume_cron(ctx, job.job_id)
