@@ -26,6 +26,7 @@ merge.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import zlib
@@ -107,11 +108,37 @@ def _flushing(out: BinaryIO) -> Iterator[None]:
         flusher.join()
 
 
+# copy_file_range refusing the pair of files (another file system, an old kernel, a FUSE mount): copy in Python.
+_NO_RANGE_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM, errno.EBADF})
+
+
 def _copy(src: BinaryIO, dst: BinaryIO, start: int, end: int) -> None:
-    """Copy bytes [start, end) of ``src`` to the end of ``dst`` inside the kernel (no pass through Python)."""
+    """Copy bytes [start, end) of ``src`` to the end of ``dst``, inside the kernel where it can (Linux).
+
+    Elsewhere (macOS has no ``copy_file_range``), or when the kernel refuses, the same bytes go through Python.
+    """
     dst.flush()
+    in_kernel = getattr(os, "copy_file_range", None)
     while start < end:
-        start += os.copy_file_range(src.fileno(), dst.fileno(), end - start, start)
+        copied = 0
+        if in_kernel is not None:
+            try:
+                copied = in_kernel(src.fileno(), dst.fileno(), end - start, start)
+            except OSError as exc:
+                if exc.errno not in _NO_RANGE_COPY:
+                    raise
+            if not copied:
+                in_kernel = None
+                continue
+        else:
+            chunk = os.pread(src.fileno(), min(_CHUNK, end - start), start)
+            if not chunk:
+                raise OSError(errno.EIO, f"{src.name} ended while being copied")
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(dst.fileno(), view) :]
+            copied = len(chunk)
+        start += copied
     dst.seek(0, os.SEEK_END)
 
 

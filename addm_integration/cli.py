@@ -14,12 +14,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from addm_integration import fetch, ondemand, prices, submit
+from addm_integration import credentials, errors, fetch, ondemand, openai_api, prices, submit
 from addm_integration.context import Context
-from addm_integration.errors import AddmError, BadInput, Transient
+from addm_integration.errors import BadInput, Transient
 from addm_integration.pipeline import Pipeline
+from addm_integration.workspace import Workspace
+from ledger import failures
 from ledger.cli import RootMissing, find_root
-from ledger.log import LedgerBusy
 
 _MODES = """\
 ondemand (default): live calls, --concurrency at once; results applied as they come, so the same command after
@@ -62,8 +63,10 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
         description=f"{description}\n\n{_MODES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # the cron line repeats these flags; an abbreviation must not change meaning later
-        epilog="Exit codes: 0 done (or nothing to do, or batch still running), 2 bad input (nothing written or "
-        "sent),\n75 transient failure (the next run retries), 1 ledger corrupt. Guide: README.md.",
+        epilog="Exit codes: 0 done (or nothing to do, or batch still running),\n"
+        "2 bad input (nothing written or sent), 75 transient (the next run retries),\n"
+        "1 ledger corrupt or a stored result file changed,\n"
+        "70 unexpected error (its traceback saved under data/logs/). Guide: README.md.",
     )
     p.add_argument(
         "--llm-mode",
@@ -119,22 +122,29 @@ def run(
     if args.replay and not args.batch_id:
         p.error("--replay needs --batch-id")
     try:
-        args.llm_mode = args.llm_mode or ("24hrbatch" if args.batch_id else "ondemand")
-        if args.llm_mode == "ondemand":
-            _refuse_batch_flags(argv, args.dry_run)
-        message = _dispatch(Context.open(find_root(args.root)), args, argv, cls, build)
+        root = find_root(args.root)
     except RootMissing as exc:
         print(f"{p.prog}: {exc}", file=sys.stderr)
         return BadInput.exit_code
-    except AddmError as exc:
-        print(f"{p.prog}: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except LedgerBusy as exc:
-        print(f"{p.prog}: {exc}; the next run retries", file=sys.stderr)
-        return Transient.exit_code
+    try:
+        args.llm_mode = args.llm_mode or ("24hrbatch" if args.batch_id else "ondemand")
+        if args.llm_mode == "ondemand":
+            _refuse_batch_flags(argv, args.dry_run)
+        message = _dispatch(Context.open(root), args, argv, cls, build)
     except KeyboardInterrupt:
         print(f"{p.prog}: interrupted; what was applied is kept, run the same command to continue", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.batch_id and failures.is_lock_timeout(exc):
+            return 0  # fetch-only: another run holds what this one needs, and does what this one would
+        secret = credentials.known_secret(root)
+        return failures.report(
+            p.prog,
+            exc,
+            Workspace(root).logs_dir,
+            translate=errors.translate,
+            scrub=lambda text: openai_api.redact(text, secret),
+        )
     if message:
         print(message)
     return 0

@@ -24,7 +24,7 @@ from addm_integration.workspace import Workspace
 from ledger.events import AccessRefused, Event, JobCreated
 from ledger.index import Index
 from ledger.log import Ledger, LedgerCorrupt, utcnow
-from ledger.reducer import JobState, State, fold
+from ledger.reducer import JobState, State, fold_ledger
 
 if TYPE_CHECKING:
     from addm_integration.pipeline import Pipeline
@@ -48,12 +48,12 @@ class Context:
     def state(self) -> State:
         """Every job of the workspace: for readings over all of it, never on a run's path."""
         with _corrupt_is_exit_1():
-            return fold(self.ledger.records())
+            return fold_ledger(self.ledger, self.ledger.records())
 
     def job_state(self, job_id: str) -> State:
         """The state of one job and its batches, folded from their records alone."""
         with _corrupt_is_exit_1():
-            return fold(self.index.records_of(job_id))
+            return fold_ledger(self.ledger, self.index.records_of(job_id))
 
     def batch_state(self, batch_id: str) -> State | None:
         with _corrupt_is_exit_1():

@@ -55,3 +55,11 @@ def resolve(root: Path, *, base_url: str | None = None) -> Credentials:
 
 def env_file_has_key(root: Path) -> bool:
     return bool(read_env_file(root / ".env").get(KEY))
+
+
+def known_secret(root: Path) -> str | None:
+    """The key, wherever it is, to scrub it from what a failure prints or saves; never raises."""
+    try:
+        return resolve(root).api_key
+    except Exception:
+        return os.environ.get(KEY) or None

@@ -26,7 +26,7 @@ from addm_integration.context import Context
 from addm_integration.cron import cron_supported
 from addm_integration.errors import AddmError, BadInput
 from addm_integration.ownership import workspace_id
-from addm_integration.submit import CronSpec, cron_tables, install_cron
+from addm_integration.submit import CronSpec, cron_tables, install_cron, unsent_inputs
 from ledger.events import CronRemoved
 from ledger.reducer import State
 
@@ -121,6 +121,11 @@ def _leftovers(ctx: Context, state: State) -> Iterator[Finding]:
     for leftover in sorted(ctx.ws.root.glob("data/batches/*/*.part")):
         fix = f"rm {shlex.quote(str(leftover))}"
         yield Finding("leftover-file", str(leftover), "an interrupted download (it is downloaded again)", fix)
+    unsent = unsent_inputs(lambda j: state.jobs[j], state.jobs)
+    for staged in sorted(ctx.ws.staging_dir.glob("**/*.jsonl")):
+        if str(staged) not in unsent:
+            why = "staged input of an interrupted submit (the same command stages it again)"
+            yield Finding("leftover-file", str(staged), why, f"rm {shlex.quote(str(staged))}")
     for kept in sorted(ctx.ws.ledger_dir.glob("runs/*.json")):
         if kept.name.split(".", 1)[0] not in state.jobs:
             why = "kept for a job the ledger never recorded (a run stopped before it)"

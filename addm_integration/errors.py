@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ledger import failures
+
 
 class AddmError(Exception):
     exit_code = 1
@@ -36,3 +38,10 @@ class Corrupt(AddmError):
     """The ledger is damaged beyond its own repair."""
 
     exit_code = 1
+
+
+def translate(exc: BaseException) -> failures.Translation | None:
+    """(exit code, line) of every failure we know, ours first, then the ledger's and the system's (§6)."""
+    if isinstance(exc, AddmError):
+        return exc.exit_code, str(exc)
+    return failures.translate(exc)

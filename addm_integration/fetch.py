@@ -8,10 +8,12 @@ and the entry gone, not even a status check.
 from __future__ import annotations
 
 import gc
+import hashlib
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -191,14 +193,39 @@ def _poll_and_store(ctx: Context, job: JobState, batch: BatchState) -> bool:
 
 
 def _read_results(ctx: Context, batch: BatchState) -> tuple[dict[str, Outcome], int]:
-    """Outcomes by custom_id from the stored files (the first line of an id wins), and the count of lines skipped."""
+    """Outcomes by custom_id from the stored files (the first line of an id wins), and the count of lines skipped.
+
+    Every file is checked against the size and sha256 recorded when it was downloaded before any of it is read.
+    """
+    stored = [(kind, meta) for kind in RESULT_KINDS if (meta := (batch.files or {}).get(kind, {})).get("file_id")]
+    for kind, meta in stored:
+        check_stored(ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl", meta, batch.batch_id)
     outcomes: dict[str, Outcome] = {}
     skipped = 0
     with progress(batch.n_items, f"reading {batch.batch_id}") as advance:
-        for kind in RESULT_KINDS:
-            if (batch.files or {}).get(kind, {}).get("file_id"):
-                skipped += _read_file(ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl", outcomes, advance)
+        for kind, _ in stored:
+            skipped += _read_file(ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl", outcomes, advance)
     return outcomes, skipped
+
+
+def check_stored(path: Path, meta: Mapping[str, Any], batch_id: str) -> None:
+    """Refuse a stored result file that is no longer what was downloaded (edited, truncated, replaced)."""
+    if "sha256" not in meta:
+        return
+    digest, size = hashlib.sha256(), 0
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        raise Corrupt(f"{path}: missing; its FilesStored record of batch {batch_id} says it was stored") from None
+    if (size, digest.hexdigest()) != (meta.get("bytes"), meta["sha256"]):
+        raise Corrupt(
+            f"{path}: no longer matches its FilesStored record of batch {batch_id} (recorded {meta.get('bytes')} "
+            f"bytes, sha256 {str(meta['sha256'])[:12]}...; found {size} bytes, sha256 {digest.hexdigest()[:12]}...);"
+            " nothing was applied: restore the file"
+        )
 
 
 def _read_file(path: Path, outcomes: dict[str, Outcome], advance: Callable[[], None]) -> int:
@@ -303,6 +330,7 @@ def _requeue(ctx: Context, job: JobState, batch: BatchState, ids: Sequence[str])
     parts = submit.plan_parts(
         ctx,
         job.job_id,
+        job.key,
         model,
         lines,
         limits,

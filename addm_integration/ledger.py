@@ -10,7 +10,7 @@ from typing import Any
 
 from addm_integration import abandon, cronlist, doctor, prices
 from addm_integration.context import Context
-from addm_integration.errors import AddmError
+from addm_integration.errors import AddmError, translate
 from addm_integration.submit import job_cron_table
 from ledger import cli
 from ledger.log import Ledger
@@ -96,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cron": "this workspace's cron entries, and those of workspaces that are gone; remove them",
             "abandon": "give a job up: entries removed, batches cancelled with --cancel, results kept",
         },
+        translate=translate,
     )
     return cli.main(argv, prog="addm-ledger", hooks=hooks)
 

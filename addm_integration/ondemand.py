@@ -1,9 +1,10 @@
 """Ondemand mode: live chat completions with bounded concurrency, applied in chunks as they arrive.
 
 One failed call never stops the others: it becomes a failure outcome and the item stays missing, so the next run
-asks only for it. Results are applied every few hundred answers, so an interrupted run keeps what it got. The one
-exception is the account refusing (a wrong key, no credit): every other call would be refused too, so no new call
-starts after the first refusal; those already in flight end, what came back is applied, and the run stops.
+asks only for it. Results are applied every few hundred answers, off the event loop so the calls go on meanwhile,
+and an interrupted run keeps what it got. The one exception is the account refusing (a wrong key, no credit): every
+other call would be refused too, so no new call starts after the first refusal; those already in flight end, what
+came back is applied, and the run stops.
 """
 
 from __future__ import annotations
@@ -54,13 +55,29 @@ async def _run(
     flush: Callable[[list[Outcome]], None],
     advance: Callable[[], None],
 ) -> None:
+    """Call, and apply what came back in a thread, one apply at a time, while the calls go on.
+
+    An apply rewrites the cache (a million judgments: a second or more of disk): in the event loop it would stall
+    every request in flight. Outcomes that arrive during an apply wait for the next one, which takes them all.
+    """
     api = openai_api.async_client(creds)
     buffer: list[Outcome] = []
     refused: list[Refused] = []
     last_flush = time.monotonic()
+    applying: asyncio.Task[None] | None = None
+
+    def start_apply() -> None:
+        nonlocal applying, last_flush
+        if applying is not None:
+            if not applying.done():
+                return  # the outcomes keep waiting: the next apply takes them with the ones still to come
+            applying.result()  # a failed apply (a full disk) stops the run here, before more is paid for
+        chunk = buffer[:]
+        buffer.clear()
+        last_flush = time.monotonic()
+        applying = asyncio.create_task(asyncio.to_thread(flush, chunk))
 
     async def worker() -> None:
-        nonlocal last_flush
         # A shared iterator: each item is taken by exactly one worker, and none once the account refused.
         while not refused and (item := next(items, None)) is not None:
             outcome = await _call(api, item, creds.api_key)
@@ -70,16 +87,15 @@ async def _run(
                 continue
             buffer.append(outcome)
             if len(buffer) >= CHUNK or time.monotonic() - last_flush >= CHUNK_SECONDS:
-                chunk = buffer[:]
-                buffer.clear()
-                last_flush = time.monotonic()
-                flush(chunk)
+                start_apply()
 
     try:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     finally:
+        if applying is not None:
+            await applying
         if buffer:
-            flush(buffer[:])
+            await asyncio.to_thread(flush, buffer[:])
             buffer.clear()
         await api.close()
     if refused:

@@ -19,7 +19,7 @@ import orjson
 
 from addm_integration.credentials import Credentials
 from addm_integration.errors import BadInput, Refused, Transient
-from ledger.log import fsync_dir
+from addm_integration.workspace import atomic_file
 
 if TYPE_CHECKING:  # the SDK takes most of a second to import: only runs that talk to the API pay for it
     from openai import AsyncOpenAI, OpenAI, Timeout
@@ -109,10 +109,30 @@ def async_client(creds: Credentials, *, max_retries: int = 2) -> AsyncOpenAI:
     )
 
 
+_TOKEN = re.compile(r"[^\s\"'`,;()\[\]{}<>]+")
+_MASK = re.compile(r"\*+|\.{3,}|\u2026")
+
+
+def _quotes_key(token: str, secret: str) -> bool:
+    """Whether a word of a message carries part of the key: 8 characters of it anywhere, or (where a server echoes
+    a masked key, ``abcd****wxyz``) its first or last 4 around the mask."""
+    pieces = [p for p in _MASK.split(token) if p]
+    masked = pieces != [token]
+    for piece in pieces:
+        if len(piece) >= 8 and any(piece[i : i + 8] in secret for i in range(len(piece) - 7)):
+            return True
+        if masked and len(piece) >= 4 and (secret.startswith(piece) or secret.endswith(piece)):
+            return True
+    return False
+
+
 def redact(text: str, secret: str | None = None) -> str:
-    """Remove the key (and anything shaped like one) from text bound for a user, a log or the ledger."""
+    """Remove the key (whatever its shape, whole or in part) and anything shaped like an OpenAI key from text
+    bound for a user, a log or the ledger. Redact before cutting a text short: a cut can split a key."""
     if secret:
         text = text.replace(secret, "***")
+        if len(secret) >= 8:
+            text = _TOKEN.sub(lambda m: "***" if _quotes_key(m.group(), secret) else m.group(), text)
     return _SECRET.sub("sk-***", text)
 
 
@@ -135,7 +155,7 @@ def describe(exc: BaseException, secret: str | None = None) -> str:
         text = f"HTTP {exc.status_code}" + (f" {code}" if code else "") + f": {message}"
     else:
         text = f"{exc.__class__.__name__}: {exc}"
-    return redact(" ".join(text.split())[:300], secret)
+    return redact(" ".join(text.split()), secret)[:300]
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -246,24 +266,21 @@ def cancel(api: OpenAI, creds: Credentials, batch_id: str) -> Batch:
 
 
 def download(api: OpenAI, creds: Credentials, file_id: str, dest: Path) -> dict[str, Any]:
-    """Stream a result file to ``dest`` (atomically) and return its size and sha256."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
+    """Stream a result file to ``dest`` (atomically) and return its size and sha256.
+
+    The caller holds the job's lock: an interrupted download's ``.part`` is this one's to overwrite.
+    """
     digest = hashlib.sha256()
     size = 0
     with (
         api_call(f"download of {file_id}", creds),
         api.files.with_streaming_response.content(file_id) as response,
-        open(tmp, "wb") as out,
+        atomic_file(dest, scratch=dest.with_name(dest.name + ".part")) as out,
     ):
         for chunk in response.iter_bytes(1 << 20):
             out.write(chunk)
             digest.update(chunk)
             size += len(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, dest)
-    fsync_dir(dest.parent)
     return {"file_id": file_id, "bytes": size, "sha256": digest.hexdigest()}
 
 

@@ -7,11 +7,13 @@ sent are not sent twice, and a part whose batch may have been created unseen is 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
+import shutil
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,7 @@ from addm_integration.cron import SCHEDULE, CronTable, cron_supported, fetch_com
 from addm_integration.errors import BadInput
 from addm_integration.ownership import ensure_workspace_id
 from addm_integration.pipeline import Pipeline, WorkItem
+from addm_integration.workspace import atomic_file
 from ledger.events import BatchCreated, CronInstalled, Event, FileUploaded, PartPlanned, SendStarted, ServiceReached
 from ledger.reducer import JobState, PartState, State
 
@@ -108,9 +111,32 @@ class _StagedPart:
         self.file.close()
 
 
+def staging_for(ctx: Context, key: str) -> Path:
+    """The staged inputs of one job identity: only runs holding that identity's job lock write or sweep here."""
+    return ctx.ws.staging_dir / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def unsent_inputs(state_of: Callable[[str], JobState], job_ids: Iterable[str]) -> set[str]:
+    """The staged inputs that planned parts still need (those with no batch yet)."""
+    return {p.input_path for j in job_ids for p in state_of(j).parts.values() if p.batch_id is None}
+
+
+def sweep_staging(ctx: Context, key: str) -> None:
+    """Remove this identity's staged inputs that no part still to be sent names: what a run killed between
+    staging and recording left (up to 200 MB each), or between recording a batch and removing its input."""
+    folder = staging_for(ctx, key)
+    staged = list(folder.glob("*.jsonl")) if folder.exists() else []
+    if staged:
+        needed = unsent_inputs(lambda j: ctx.job_state(j).jobs[j], ctx.index.job_ids(key))
+        for path in staged:
+            if str(path) not in needed:
+                path.unlink(missing_ok=True)
+
+
 def plan_parts(
     ctx: Context,
     job_id: str,
+    key: str,
     model: str,
     lines: Iterable[tuple[str, bytes]],
     limits: Limits,
@@ -122,8 +148,10 @@ def plan_parts(
     """Write (custom_id, request line) pairs as staged JSONL parts within the limits; nothing is sent.
 
     Duplicate custom_ids and requests larger than a whole batch are refused here, before anything is uploaded.
+    Called under the job lock of ``key``, which makes sweeping that identity's leftovers first safe.
     """
-    staging = ctx.ws.staging_dir
+    sweep_staging(ctx, key)
+    staging = staging_for(ctx, key)
     staging.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
     staged: list[_StagedPart] = []
@@ -208,13 +236,20 @@ def send_part(ctx: Context, api: OpenAI, creds: credentials.Credentials, job: Jo
 def keep_input(ctx: Context, part: PartState, batch_id: str) -> None:
     """Keep the batch's input beside its results (replay and requeue read it there), before the batch is recorded.
 
-    A hard link, not a move: the staged file stays valid for a run that crashed before recording the batch.
+    A hard link, not a move: the staged file stays valid for a run that crashed before recording the batch. Where
+    the two folders are on different file systems (or links are refused), an atomic copy.
     """
     target = ctx.ws.batch_dir(batch_id) / "input.jsonl"
     if target.exists():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    os.link(part.input_path, target)
+    try:
+        os.link(part.input_path, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        with open(part.input_path, "rb") as src, atomic_file(target) as out:
+            shutil.copyfileobj(src, out, 1 << 20)
 
 
 def install_cron(ctx: Context, spec: CronSpec | None, batch_id: str) -> list[Event]:
@@ -318,10 +353,11 @@ def submit(ctx: Context, pipeline: Pipeline, params: Mapping[str, Any], limits: 
         check_cron_prerequisites(ctx, spec)
         job_id, created = create_job(ctx, pipeline, MODE, dict(params))
         lines = batch_lines(pipeline.work(job_id))
-        parts = plan_parts(ctx, job_id, pipeline.model, lines, limits, first_index=0, attempt=1)
+        parts = plan_parts(ctx, job_id, pipeline.key(), pipeline.model, lines, limits, first_index=0, attempt=1)
         if not parts:
             return None, pipeline.nothing_to_do()
         n = sum(p.n_items for p in parts)
+        failpoints.hit("after-stage")
         ctx.record(replace(created, n_items=n), *parts)
         batches = send_pending_parts(ctx, job_id)
         how = "cron polls every 5 minutes" if spec else f"poll with --batch-id {batches[0]}" if batches else ""
@@ -338,7 +374,9 @@ def _continue(ctx: Context, pipeline: Pipeline, job: JobState, limits: Limits) -
     asked = 0
     if job_complete(ctx.job_state(job.job_id), job):
         lines = batch_lines(pipeline.work(job.job_id))
-        parts = plan_parts(ctx, job.job_id, pipeline.model, lines, limits, first_index=len(job.parts), attempt=1)
+        parts = plan_parts(
+            ctx, job.job_id, job.key, pipeline.model, lines, limits, first_index=len(job.parts), attempt=1
+        )
         ctx.record(*parts)
         asked = sum(p.n_items for p in parts)
     sent = send_pending_parts(ctx, job.job_id)

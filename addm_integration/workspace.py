@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,20 +59,30 @@ class Workspace:
 
 
 @contextmanager
-def atomic_file(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
+def atomic_file(path: Path, *, durable: bool = True, scratch: Path | None = None) -> Iterator[BinaryIO]:
     """A file that replaces ``path`` once the block ends without error: a crash leaves the old file or the new one.
 
-    ``durable=False`` skips the fsyncs, for a derived file that is checked before it is trusted (a power cut may
-    lose it, never make it lie).
+    The new file keeps the permission bits of the one it replaces (a cache shared at 0644 stays 0644); a file
+    that did not exist gets what the umask gives any new file. ``durable=False`` skips the fsyncs, for a derived
+    file that is checked before it is trusted (a power cut may lose it, never make it lie). ``scratch`` names the
+    temporary file, for a caller that holds a lock on ``path`` and wants a crash's leftover found and reused.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        mode: int | None = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = None
+    tmp = scratch or path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    exclusive = os.O_EXCL if scratch is None else os.O_TRUNC
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | exclusive | getattr(os, "O_BINARY", 0), 0o666)  # umask applies
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -32,7 +32,7 @@ from ledger.events import (
     SendStarted,
     ServiceReached,
 )
-from ledger.log import Record
+from ledger.log import Ledger, LedgerCorrupt, Record
 
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
@@ -304,8 +304,30 @@ _RUN_ENDS = {
 }
 
 
+class Inconsistent(Exception):
+    """A record with a sound checksum that does not fit the state before it (it names a job or batch no earlier
+    record created, say): the log is damaged in a way no checksum sees."""
+
+    def __init__(self, seq: int, why: str) -> None:
+        super().__init__(why)
+        self.seq, self.why = seq, why
+
+
 def fold(records: Iterable[Record], state: State | None = None) -> State:
     state = state if state is not None else State()
     for record in records:
-        state = apply(state, record)
+        try:
+            state = apply(state, record)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            name = type(record.event).__name__
+            why = f"names {exc.args[0]!r}, which no earlier record created" if isinstance(exc, KeyError) else str(exc)
+            raise Inconsistent(record.seq, f"{name} does not fit the records before it: {why}") from None
     return state
+
+
+def fold_ledger(ledger: Ledger, records: Iterable[Record]) -> State:
+    """``fold``, with a record that does not fit reported as what it is: corruption at a file, line and seq."""
+    try:
+        return fold(records)
+    except Inconsistent as exc:
+        raise LedgerCorrupt(ledger.path, ledger.line_of(exc.seq), exc.seq, exc.why) from None

@@ -3,11 +3,13 @@
 
     python scripts/bench.py ledger [--events 1000000]
     python scripts/bench.py scale  [--lines 50000] [--cache 1000000]   (ends with the ondemand figures)
-    python scripts/bench.py ondemand
+    python scripts/bench.py ondemand [--cache 1000000]
 
 ``ledger``: appends per second with fsync from 1 and 4 processes; a no-op cron fetch (batch still running) with a
 long history in the ledger divided by the same with a short one (goal <= 1.3); audit of one custom_id in the long
-ledger (goal < 100 ms). ``scale``: see ``bench_scale``.
+ledger (goal < 100 ms); ``addm-ledger audit CUSTOM_ID`` with 1,000,000 applied items of history (20 jobs of
+50,000, the id applied once per job) divided by the same in a fresh workspace of one such job (goal <= 1.3).
+``--only`` runs one of the two groups. ``scale``: see ``bench_scale``.
 """
 
 from __future__ import annotations
@@ -174,6 +176,56 @@ def bench_ledger(n_events: int) -> None:
         assert len(entries) == 1, entries
         line(f"audit of one custom_id at {n_events:,} events (median)", f"{statistics.median(times) * 1000:.1f} ms")
         line("  goal < 100 ms; ratio to goal", f"{statistics.median(times) / 0.1:.3f}")
+
+
+def _applied_history(root: Path, jobs: int, per_job: int, cid: str) -> None:
+    """``jobs`` finished jobs of ``per_job`` applied items each, ``cid`` among the items of every one."""
+    ledger = Ledger(root / "data" / "ledger")
+    for j in range(jobs):
+        job, batch, idem = f"audit_job_{j}", f"audit_batch_{j}", f"audit_job_{j}-000"
+        ids = (cid, *(f"review::G1a::biz{j:07d}::rev{i:05d}xxxxxxxxxxxxx" for i in range(per_job - 1)))
+        ledger.append(
+            [
+                JobCreated(job, "extract", "24hrbatch", f"extract|audit|{j}", {"pipeline": {"task": "G1a"}}, per_job),
+                PartPlanned(job, idem, per_job, 1, 1, f"/tmp/{idem}.jsonl", "gpt-5-nano"),
+                BatchCreated(job, idem, batch),
+            ]
+        )
+        ledger.append([ItemsApplied(job, batch, ids, 1), BatchSettled(batch, "completed", per_job, 0)])
+        ledger.append([JobFinalized(job, {})])
+
+
+def bench_audit_history(jobs: int = 20, per_job: int = 50_000) -> None:
+    cid = "review::G1a::biz_audited::rev_audited"
+    command = [sys.executable, "-m", "addm_integration.ledger", "--root"]
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+
+    def cli(root: Path) -> float:
+        start = time.perf_counter()
+        out = subprocess.run([*command, str(root), "audit", cid, "--json"], env=env, capture_output=True, check=True)
+        elapsed = time.perf_counter() - start
+        assert len(orjson.loads(out.stdout)) == (jobs if root.name == "history" else 1), out
+        return elapsed
+
+    def inside(root: Path) -> float:
+        start = time.perf_counter()
+        audit_entries(Index(Ledger(root / "data" / "ledger")).applications(cid), custom_id=cid, batch_id=None)
+        return time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh, history = Path(tmp) / "fresh", Path(tmp) / "history"
+        _applied_history(fresh, 1, per_job, cid)
+        _applied_history(history, jobs, per_job, cid)
+        cli(fresh), cli(history)  # the first audit indexes the applied items, once
+        pairs = [(cli(fresh), cli(history)) for _ in range(11)]  # interleaved: the same noise on both sides
+        small, big = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+        line(f"addm-ledger audit CUSTOM_ID, fresh: 1 job of {per_job:,} (median of 11)", f"{small * 1000:.0f} ms")
+        line(f"  with {jobs * per_job:,} applied items of history ({jobs} jobs)", f"{big * 1000:.0f} ms")
+        line("  ratio (goal <= 1.3)", f"{big / small:.3f}")
+        pairs = [(inside(fresh), inside(history)) for _ in range(21)]
+        small, big = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+        line("  the same read in process (no interpreter start), fresh", f"{small * 1000:.1f} ms")
+        line(f"  the same read in process, {jobs} applications found", f"{big * 1000:.1f} ms")
 
 
 _APPLY = """
@@ -360,7 +412,8 @@ asyncio.run(main())
 """
 
 
-def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int = 32) -> None:
+def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int = 32, cache: int = 0) -> None:
+    """Ondemand against the bare loop; with ``cache`` judgments already in the cache, each apply rewrites it all."""
     from addm_integration.context import Context
     from addm_integration.extract import Extract
     from addm_integration.submit import batch_lines
@@ -368,6 +421,9 @@ def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ws"
         generate(root, n_restaurants=110, seed=4)
+        if cache:
+            _prefill(root / "data" / "answers" / "yelp" / "cache.json", cache)
+            os.sync()  # the prefill's dirty pages must not land inside the measured run
         url_file = Path(tmp) / "url"
         server = subprocess.Popen(
             [
@@ -398,7 +454,7 @@ def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int
             bare = count / (time.perf_counter() - start)
             env.update(OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=url)
             start = time.perf_counter()
-            subprocess.run(
+            done = subprocess.run(
                 [
                     sys.executable,
                     "-m",
@@ -413,10 +469,12 @@ def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int
                     str(concurrency),
                 ],
                 env=env,
-                check=True,
                 capture_output=True,
+                text=True,
             )
             ours = count / (time.perf_counter() - start)
+            if done.returncode != 0:
+                raise SystemExit(f"the ondemand run failed ({done.returncode}): {done.stderr.strip()}")
         finally:
             server.terminate()
             server.wait()
@@ -425,6 +483,8 @@ def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int
             f"ondemand: {count:,} reviews, {latency_ms} ms latency, concurrency {concurrency}",
             f"{ours:,.0f} requests/s",
         )
+        if cache:
+            line(f"  into a cache of {cache:,} judgments", "")
         line("  bare AsyncOpenAI loop, same requests, nothing stored", f"{bare:,.0f} requests/s")
         line("  ratio to the bare loop (goal >= 0.9)", f"{ours / bare:.2f}")
         line(f"  ratio to the latency bound ({bound:,.0f}/s)", f"{ours / bound:.2f}")
@@ -435,17 +495,22 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("ledger")
     p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--only", choices=("fetch", "audit"), help="only the appends and no-op fetch, or only the audit")
     p = sub.add_parser("scale")
     p.add_argument("--lines", type=int, default=50_000)
     p.add_argument("--cache", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=5, help="apply timings are the best of this many runs")
-    sub.add_parser("ondemand")
+    p = sub.add_parser("ondemand")
+    p.add_argument("--cache", type=int, default=1_000_000, help="judgments in the cache before the run")
     args = parser.parse_args(argv)
     print(f"bench {args.what} on {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     if args.what == "ledger":
-        bench_ledger(args.events)
+        if args.only != "audit":
+            bench_ledger(args.events)
+        if args.only != "fetch":
+            bench_audit_history()
     elif args.what == "ondemand":
-        bench_ondemand()
+        bench_ondemand(cache=args.cache)
     else:
         bench_scale(args.lines, args.cache, args.repeat)
     return 0

@@ -3,6 +3,7 @@ no entry left polling, no batch paid twice."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import time
@@ -14,6 +15,8 @@ from conftest import KEY, Workspace, submit_args
 
 from addm_integration.custom_id import ReviewId
 from addm_integration.fetch import input_lines
+from ledger.events import FilesStored
+from ledger.log import Ledger
 
 TASK = ("--task", "G1a")
 
@@ -50,6 +53,13 @@ def _cached(ws: Workspace) -> set[str]:
 
 def _rid(cid: str) -> str:
     return cid.rsplit("::", 1)[1]
+
+
+def _rerecord(ws: Workspace, batch_id: str, output: Path) -> None:
+    """Record an edited output file as the one the server sent (a stored file is checked before it is applied)."""
+    data = output.read_bytes()
+    meta = {"file_id": "file-edited", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    Ledger(ws.root / "data" / "ledger").append([FilesStored(batch_id, {"output": meta})])
 
 
 def _job(ws: Workspace) -> dict:
@@ -323,6 +333,7 @@ def test_result_lines_of_no_submitted_request_are_counted_not_applied(ws: Worksp
     strangers = [{**first, "custom_id": "review::G1a::nobody::nothing"}, {**first, "custom_id": 42}, first]
     with output.open("ab") as f:
         f.write(b"".join(orjson.dumps(s) + b"\n" for s in strangers))
+    _rerecord(ws, batch, output)
     run = _cron(ws, batch)
     assert f"{len(ids)} applied, 0 failed, 3 result lines matched no submitted request" in run.stdout
     assert len(ws.ledger_json("audit", "--batch", batch)) == len(ids)
@@ -341,6 +352,7 @@ def test_a_line_of_another_batch_in_place_of_a_missing_one_is_caught(ws: Workspa
     lost = orjson.loads(lines[0])["custom_id"]
     stranger = next(c for c, _ in input_lines(ws.root / "data" / "batches" / second / "input.jsonl"))
     output.write_bytes(b"\n".join([orjson.dumps({**orjson.loads(lines[0]), "custom_id": stranger}), *lines[1:]]))
+    _rerecord(ws, first, output)
     run = _cron(ws, first)
     assert "39 applied, 1 failed, 1 result lines matched no submitted request" in run.stdout
     assert f"requeued 1 retryable failures of {first}" in run.stdout

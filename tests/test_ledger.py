@@ -77,7 +77,7 @@ def test_records_round_trip_with_gapless_sequence(tmp_path: Path) -> None:
     assert [r.seq for r in records] == list(range(1, 9))
     assert [r.event for r in records] == _job_events()
     line = orjson.loads(ledger.path.read_bytes().splitlines()[0])
-    assert set(line) == {"seq", "ts", "type", "v", "data", "crc"}
+    assert list(line) == ["seq", "ts", "step", "type", "v", "data", "crc"] and line["step"] == [1, 3]
 
 
 def test_fold_gives_job_and_batch_state(tmp_path: Path) -> None:
