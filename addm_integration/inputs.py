@@ -28,7 +28,10 @@ def read_json(path: Path, what: str) -> Any:
 def read_dataset(path: Path) -> Iterator[dict[str, Any]]:
     """The restaurant records, one per line, each checked for the fields the pipelines use."""
     if not path.is_file():
-        raise BadInput(f"{path}: dataset not found (generate one with scripts/gen_data.py --root DIR)")
+        raise BadInput(
+            f"{path}: dataset not found: the restaurants and their reviews, one JSON object per line (format: "
+            "docs/formats.md); scripts/gen_data.py writes a synthetic one into an empty folder, to try the tool"
+        )
     with path.open("rb") as f:
         for number, raw in enumerate(f, 1):
             if not raw.strip():

@@ -29,21 +29,30 @@ def _status_fields(state: State, job: JobState, row: dict[str, Any]) -> dict[str
     if table is not None and row["batches"]:
         try:
             entries = table.entries()
-        except Exception:  # an unreadable crontab must not hide the status of every job
-            entries = None
-        for batch in row["batches"]:
-            batch["cron_entry"] = None if entries is None else batch["batch_id"] in entries
-        row["cron"] = any(b["cron_entry"] for b in row["batches"]) if entries is not None else row["cron"]
+        except Exception:  # an unreadable crontab must not hide the status of every job: the ledger's view stays
+            return row
+        for batch in row["batches"]:  # the entry as it really is in the table, whatever the ledger last recorded
+            batch["cron"] = batch["batch_id"] in entries
+        row["cron"] = any(b["cron"] for b in row["batches"])
     return row
 
 
 def _doctor_flags(p: argparse.ArgumentParser) -> None:
-    p.description = "Problems of the workspace (cron entries, orphans, ledger tail), each with its fix."
-    p.add_argument("--crontab-file", help="also inspect this tab file (env ADDM_CRONTAB; default: your crontab)")
+    p.description = (
+        "Problems of this workspace, each with the exact command that fixes it: cron entries that poll for "
+        "nothing or are missing, batches on the server the ledger does not know, a torn ledger tail, leftover "
+        "files. The cron entries looked at are those of the table each job used, and --crontab-file (default: "
+        "your crontab)."
+    )
+    p.epilog = (
+        "Examples:\n  $ addm-ledger doctor\n  $ addm-ledger doctor --fix\n"
+        "  $ addm-ledger doctor --crontab-file ws/crontab --offline\n\n"
+        "Exit codes: 0 no problem found, 3 problems found (each printed with its fix), 1 ledger corrupt, "
+        "2 bad input."
+    )
     p.add_argument("--fix", action="store_true", help="apply the fixes that cannot lose anything")
     p.add_argument("--offline", action="store_true", help="do not ask the server for orphan batches")
     p.add_argument("--cancel", metavar="BATCH_ID", help="cancel an orphan batch on the server")
-    p.add_argument("--json", action="store_true")
 
 
 def _doctor(args: Any, ledger: Ledger) -> int:

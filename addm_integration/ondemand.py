@@ -48,7 +48,7 @@ async def _run(
     items: Iterator[WorkItem],
     concurrency: int,
     flush: Callable[[list[Outcome]], None],
-    advance: Callable[[], None],
+    advance: Callable[..., None],
 ) -> None:
     api = openai_api.async_client(creds)
     buffer: list[Outcome] = []
@@ -57,8 +57,9 @@ async def _run(
     async def worker() -> None:
         nonlocal last_flush
         for item in items:  # a shared iterator: each item is taken by exactly one worker
-            buffer.append(await _call(api, item, creds.api_key))
-            advance()
+            outcome = await _call(api, item, creds.api_key)
+            buffer.append(outcome)
+            advance(failed=not outcome.ok)
             if len(buffer) >= CHUNK or time.monotonic() - last_flush >= CHUNK_SECONDS:
                 chunk = buffer[:]
                 buffer.clear()
@@ -75,9 +76,14 @@ async def _run(
 
 
 def run(
-    creds: Credentials, items: Iterable[WorkItem], total: int, concurrency: int, flush: Callable[[list[Outcome]], None]
+    creds: Credentials,
+    items: Iterable[WorkItem],
+    total: int,
+    concurrency: int,
+    flush: Callable[[list[Outcome]], None],
+    already: int = 0,
 ) -> None:
-    with progress(total, "requests") as advance:
+    with progress(total, "requests", already=already, counts=True) as advance:
         asyncio.run(_run(creds, iter(items), concurrency, flush, advance))
 
 
@@ -112,7 +118,7 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
             transient += sum(retryable for _, _, retryable in result.failures)
             applied += len(result.applied)
 
-        run(creds, items, len(items), concurrency, flush)
+        run(creds, items, len(items), concurrency, flush, already=max(job.n_items - len(items), 0))
         ctx.record(finalize(pipeline, ctx.job_state(job_id).jobs[job_id]))
         top = ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common(3))
         if items and not applied and transient == len(items):  # nothing got through: the service, not the data
