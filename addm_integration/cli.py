@@ -224,6 +224,8 @@ class _Watch:
             if self.seen.get(batch.batch_id) == key:
                 continue
             self.seen[batch.batch_id] = key
+            if batch.settled:  # the step that settled it said so already, with its counts
+                continue
             line = f"{batch.batch_id}  {batch_summary(batch_row(batch), now)}"
             if self.live:
                 width = shutil.get_terminal_size((80, 24)).columns - 1

@@ -1,4 +1,4 @@
-"""The failures a user sees, each with its exit code (CONTRACT §6). Raised deep, turned into one line at the edge."""
+"""The failures a user sees, each with its exit code (README.md, "Exit codes"). Raised deep, one line at the edge."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Set-level scoring for run_baseline (reference addm.md §5, "Finalize").
+"""Set-level scoring for run_baseline (upstream ADDM's own scoring, carried over).
 
 These are pure functions over already-collected result rows, so the ondemand and batch paths can share one
 finalize step and produce identical numbers for the same rows. Only the standard library is used: the project
@@ -14,7 +14,7 @@ from typing import Any
 
 VERDICTS: tuple[str, str, str] = ("Low Risk", "High Risk", "Critical Risk")
 
-# Scale applied to the verdict ordinal when a row has no explicit risk score, per the reference ("verdict
+# Scale applied to the verdict ordinal when a row has no explicit risk score, as upstream ADDM scores ("verdict
 # ordinal x 5"), so verdict-only rows land on the same rough 0..10 scale as FINAL_RISK_SCORE values.
 _ORDINAL_SCORE_SCALE = 5
 
@@ -22,7 +22,7 @@ _ORDINAL_SCORE_SCALE = 5
 def normalize_verdict(text: str | None) -> str | None:
     """Map free model text onto one of ``VERDICTS``, or None when no label word occurs.
 
-    Matching is by case-insensitive substring, as the reference specifies, so answers like "CRITICAL" or
+    Matching is by case-insensitive substring, as upstream ADDM does, so answers like "CRITICAL" or
     "high risk." still count. The order matters: "critical" is checked first because a critical answer's text
     may also mention "high" (e.g. "Critical - higher than High Risk"), and "low" is checked last because it is
     the weakest signal (it also appears in words like "below"). Anything else is None rather than a guess,
@@ -130,7 +130,7 @@ def score_rows(rows: list[dict[str, Any]], ground_truth: Mapping[str, str] | Non
     It is set-level (AUPRC needs every row at once), hence one call after the last row is in. Input rows are
     copied, never mutated, so a caller can keep the raw rows it wrote to its ledger.
 
-    Accounting, per the reference: ``total`` counts success rows that have a GT verdict, including rows whose
+    Accounting, as upstream ADDM counts: ``total`` counts success rows that have a GT verdict, including rows whose
     predicted verdict is None (an unparseable answer is a wrong answer, not a skipped one). Failure rows carry
     no verdict, so they are left out of accuracy and AUPRC and reported as ``n_failed`` (all failure rows,
     with or without GT) so a reader can see the subset. Rows without GT are left out of everything scored.

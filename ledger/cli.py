@@ -7,6 +7,7 @@ the records alone, so the same questions get the same answers on any copy of the
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -234,8 +235,9 @@ def cmd_status(args: Any, ledger: Ledger, hooks: Hooks) -> int:
             ),
             Column("STATE", [r["state"] for r in rows], floor=9, cut_order=3),
             Column("DONE", [f"{r['applied']}/{r['items']}" for r in rows], right=True),
-            Column("FAIL", [str(r["failed"]) for r in rows], right=True),
         ]
+        if any(r["failed"] for r in rows):  # a column of zeros says nothing and costs six columns
+            columns.append(Column("FAIL", [str(r["failed"]) for r in rows], right=True))
         if "cost_usd" in rows[0]:
             columns.append(Column("COST", [_money(r["cost_usd"]) for r in rows], right=True))
     columns.append(Column("NEXT", [r["next"] for r in rows], floor=10, cut_order=1))
@@ -263,11 +265,18 @@ def resolve_id(ledger: Ledger, prefix: str, kind: str = "job or batch") -> str:
 
 
 def _wrap(head: str, text: str, width: int | None) -> str:
-    """``head`` then ``text``, wrapped under itself; words (ids, paths) are never broken."""
-    if width is None or not text:
-        return f"{head}{text}".rstrip()
-    body = textwrap.wrap(text, max(width - len(head), 20), break_long_words=False, break_on_hyphens=False)
-    return "\n".join([head + body[0], *(" " * len(head) + line for line in body[1:])])
+    """``head`` then ``text``: on one line when it fits, else wrapped on lines of their own, indented under the
+    head. Words (ids, paths) are never broken, so a path longer than the width stays whole on its own line."""
+    line = f"{head}{text}".rstrip()
+    if width is None or len(line) <= width:
+        return line
+    body = textwrap.wrap(text, width - 4, break_long_words=False, break_on_hyphens=False)
+    return "\n".join([head.rstrip(), *("    " + part for part in body)])
+
+
+def _compact(value: Any) -> str:
+    """JSON with a space after each separator: places where a long value can wrap."""
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 
 def cmd_show(args: Any, ledger: Ledger, hooks: Hooks) -> int:
@@ -284,7 +293,7 @@ def cmd_show(args: Any, ledger: Ledger, hooks: Hooks) -> int:
             data["custom_ids"] = f"<{len(data['custom_ids'])} ids>"
         if "failures" in data:
             data["failures"] = f"<{len(data['failures'])} failures>"
-        detail = " ".join(f"{k}={orjson.dumps(v).decode()}" for k, v in data.items() if v not in (None, {}, [], ""))
+        detail = " ".join(f"{k}={_compact(v)}" for k, v in data.items() if v not in (None, {}, [], ""))
         print(_wrap(f"{e['ts'][:19].replace('T', ' ')}  #{e['seq']:<5} {e['type']:<13} ", detail, width))
     return 0
 
