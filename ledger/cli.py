@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import textwrap
@@ -42,6 +43,8 @@ class Hooks:
 
 def _age(since: datetime, now: datetime) -> str:
     seconds = max(int((now - since).total_seconds()), 0)
+    if seconds < 60:
+        return f"{seconds}s"
     if seconds < 3600:
         return f"{seconds // 60}m"
     if seconds < 86400:
@@ -474,7 +477,8 @@ def build_parser(prog: str, hooks: Hooks) -> argparse.ArgumentParser:
     for name, (configure, _) in hooks.commands.items():
         s = _subcommand(sub, name, prog, "", "", "")
         configure(s)
-        sub._choices_actions[-1].help = (s.description or "").split(". ")[0].rstrip(".")  # the list in --help
+        summary = re.split(r"[.:;](?:\s|$)", s.description or "", maxsplit=1)[0]
+        sub._choices_actions[-1].help = summary[:1].lower() + summary[1:]  # its line in the list of commands
     return p
 
 

@@ -24,7 +24,6 @@ from conftest import KEY, MODULES, Workspace, submit_args
 
 from addm_integration import extract, run_baseline
 from addm_integration import ledger as ledger_cli
-from ledger.ids import UnknownId, resolve, shortest_unique
 from ledger.reducer import BatchState
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -92,6 +91,8 @@ def test_audit_batch_and_fetch_take_a_short_batch_id(ws: Workspace) -> None:
 
 
 def test_an_ambiguous_or_unknown_prefix_is_one_line_naming_the_choices() -> None:
+    from ledger.ids import UnknownId, resolve, shortest_unique
+
     ids = ["job_20261201_0900_aa", "job_20261201_0900_ab", "batch_1234"]
     assert resolve("job_20261201_0900_ab", ids, "job", "ws") == "job_20261201_0900_ab"
     assert resolve("batch", ids, "job or batch", "ws") == "batch_1234"
@@ -122,39 +123,47 @@ def test_eta_comes_from_the_first_poll_that_saw_progress() -> None:
     assert eta is not None and eta == polled + timedelta(minutes=10) * 426 / 60
 
 
+class _Lines:
+    """The lines a process writes to a pipe, each waited for at most a minute (a silent --wait fails, not hangs)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.proc, self.fd, self.buffer = proc, proc.stdout.fileno(), b""
+
+    def next(self) -> str:
+        while b"\n" not in self.buffer:
+            ready, _, _ = select.select([self.fd], [], [], 60)
+            chunk = os.read(self.fd, 65536) if ready else b""
+            if not chunk:
+                self.proc.kill()
+                raise AssertionError(f"no line within a minute; so far {self.buffer!r}")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode() + "\n"
+
+
 def test_wait_when_piped_prints_one_line_per_change(ws: Workspace) -> None:
     clock = [1_000_000.0]
     ws.server.batch_delay = 100
     ws.server._time = lambda: clock[0]
-    argv = [
-        sys.executable,
-        "-m",
-        MODULES["extract"],
-        "--root",
-        str(ws.root),
-        "--task",
-        "G1a",
-        "--limit",
-        "2",
-        *submit_args(ws),
-        "--wait",
-        "--poll-interval",
-        "0.02",
-    ]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ws.env())
-    assert proc.stdout is not None
-    lines = [proc.stdout.readline()]
+    argv = [sys.executable, "-m", MODULES["extract"], "--root", str(ws.root), "--task", "G1a", "--limit", "2"]
+    argv += [*submit_args(ws), "--wait", "--poll-interval", "0.02"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ws.env())
+    out = _Lines(proc)
+    lines = [out.next()]
     assert lines[0].startswith("submitted")
     for now, expect in ((1_000_030.0, "in_progress"), (1_000_050.0, "in_progress"), (1_000_070.0, "finalizing")):
         clock[0] = now
-        lines.append(proc.stdout.readline())
-        assert expect in lines[-1], lines
+        step = len(lines)
+        while not any(expect in line for line in lines[step:]):
+            lines.append(out.next())
     clock[0] = 1_000_101.0
     rest, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    lines += rest.splitlines(keepends=True)
+    lines += (out.buffer + rest).decode().splitlines(keepends=True)
     assert "\r" not in "".join(lines)
-    assert "done; eta " in lines[1] and lines[1] != lines[2]
+    progress = [line for line in lines if "in_progress" in line]
+    assert len(progress) == 2 and all("done; eta " in line for line in progress), lines
     assert any("reviews judged" in line for line in lines)
     assert len(lines) == len(set(lines))  # a line per change, never the same line twice
 
