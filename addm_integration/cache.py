@@ -46,6 +46,8 @@ _CLOSE = b"}\n"
 _RUN = 10_000  # entries per line: one orjson call each, and a line stays a few MB to parse when one is replaced
 _TAIL = 1 << 16  # bytes of the cache's end that its stamp checksums
 _CHUNK = 8 << 20  # bytes read at a time when looking for a block
+FINGERPRINT = "_term_hash"  # in a judgment: the fingerprint of the task definition it answered
+_MARK = b'"' + FINGERPRINT.encode() + b'":"'
 
 
 def _runs(entries: Mapping[str, Any]) -> bytes:
@@ -129,11 +131,17 @@ class JudgmentCache:
             raise BadInput(f"{self.path}: expected a JSON object of task -> review_id -> judgment")
         return data
 
-    def present(self, task: str, review_ids: Iterable[str]) -> set[str]:
+    def present(self, task: str, review_ids: Iterable[str], fingerprint: str | None = None) -> set[str]:
         """Which of ``review_ids`` have a judgment under ``task``, read off the keys alone in a streamed pass.
 
-        Memory follows the question, not the cache: a million cached judgments are scanned, never held.
+        With ``fingerprint``, a judgment that records another one (it answered another definition of the task) is
+        not counted; one that records none (written before fingerprints were) is. Memory follows the question, not
+        the cache: a million cached judgments are scanned, never held.
         """
+        found = self._present(task, review_ids)
+        return found - self._stale(task, found, fingerprint) if found and fingerprint is not None else found
+
+    def _present(self, task: str, review_ids: Iterable[str]) -> set[str]:
         wanted = set(review_ids)
         if not wanted or not self.path.exists():
             return set()
@@ -151,6 +159,26 @@ class JudgmentCache:
             return set()
         with open(self.path, "rb") as f:
             return wanted.intersection(_block_keys(f, *located))
+
+    def _stale(self, task: str, keys: set[str], fingerprint: str) -> set[str]:
+        """Those of ``keys`` whose judgment records a fingerprint other than ``fingerprint``.
+
+        A line of entries all recording ``fingerprint`` (the usual case) is told by counting, without parsing it.
+        """
+        located = self._locate(task)
+        if located is None:
+            stored = self.read().get(task, {})
+            return {k for k in keys if _recorded(stored.get(k)) not in (None, fingerprint)}
+        if not located:
+            return set()
+        current = _MARK + fingerprint.encode() + b'"'
+        stale: set[str] = set()
+        with open(self.path, "rb") as f:
+            for line in _lines(f, *located):
+                if line.count(_MARK) != line.count(current):
+                    entries = _run_entries(line)
+                    stale.update(k for k in keys & entries.keys() if _recorded(entries[k]) not in (None, fingerprint))
+        return stale
 
     def _stamp(self) -> bytes:
         """Size, mtime and a checksum of the cache's tail: a copy that keeps them (a backup restored) keeps its list."""
@@ -306,3 +334,7 @@ def _block_keys(f: BinaryIO, start: int, end: int) -> Iterator[str]:
     """Every entry key of a block, one line of entries at a time."""
     for line in _lines(f, start, end):
         yield from _run_entries(line)
+
+
+def _recorded(judgment: Any) -> Any:
+    return judgment.get(FINGERPRINT) if isinstance(judgment, dict) else None

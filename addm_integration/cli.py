@@ -58,6 +58,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def llm_mode(text: str) -> str:
+    """Upstream ADDM says ``--mode batch`` for what is ``--llm-mode 24hrbatch`` here."""
+    return "24hrbatch" if text == "batch" else text
+
+
 def non_negative_int(text: str) -> int:
     """A count where 0 means "all" (or "none" for --skip): the message says so for a negative one."""
     try:
@@ -79,7 +84,15 @@ def parser(prog: str, description: str, examples: Sequence[str]) -> argparse.Arg
     )
     add_version(p, prog)
     p.add_argument(
-        "--llm-mode", choices=("ondemand", "24hrbatch"), default="ondemand", help="how to call the model (ondemand)"
+        "--llm-mode",
+        "--mode",
+        dest="llm_mode",
+        type=llm_mode,
+        choices=("ondemand", "24hrbatch"),
+        metavar="{ondemand,24hrbatch}",
+        default="ondemand",
+        help="how to call the model (ondemand); --mode is the same flag and batch the same as 24hrbatch "
+        "(upstream ADDM's names)",
     )
     p.add_argument(
         "--batch-id",

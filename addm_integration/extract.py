@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import orjson
 
 from addm_integration import answers, cli
-from addm_integration.cache import JudgmentCache
+from addm_integration.cache import FINGERPRINT, JudgmentCache
 from addm_integration.context import Context
 from addm_integration.custom_id import CustomIdError, ReviewId, parse
 from addm_integration.errors import BadInput
@@ -31,6 +31,7 @@ ENRICHMENT = ("date", "stars", "useful")  # what a judgment carries over from it
 
 def request_body(task: Task, review: Mapping[str, Any], model: str) -> dict[str, Any]:
     """The one request body of a review, for a live call and a batch line alike (no temperature: gpt-5 refuses)."""
+    flag = task.relevance_field
     lines = [
         f"You are judging one restaurant review for this task: {task.description}",
         "",
@@ -44,16 +45,21 @@ def request_body(task: Task, review: Mapping[str, Any], model: str) -> dict[str,
         "Review:",
         str(review["text"])[:REVIEW_CHARS],
         "",
-        "Answer with a JSON object: is_relevant (true when the review bears on the task) and every field above. "
-        "When the review is not relevant, set is_relevant to false and each field to its first value.",
+        f"Answer with a JSON object: {flag} (true when the review bears on the task) and every field above. "
+        f"When the review is not relevant, set {flag} to false and each field to its first value.",
     ]
-    properties: dict[str, Any] = {"is_relevant": {"type": "boolean"}}
-    properties.update({name: {"type": "string", "enum": list(values)} for name, values in task.fields.items()})
     return {
         "model": model,
         "messages": [{"role": "user", "content": "\n".join(lines)}],
-        "response_format": answers.response_format(f"judgment_{task.task_id}", properties),
+        "response_format": answer_format(task),
     }
+
+
+def answer_format(task: Task) -> dict[str, Any]:
+    """The strict schema of a judgment: the task's relevance flag, then one string enum per field."""
+    properties: dict[str, Any] = {task.relevance_field: {"type": "boolean"}}
+    properties.update({name: {"type": "string", "enum": list(values)} for name, values in task.fields.items()})
+    return answers.response_format(f"judgment_{task.task_id}", properties)
 
 
 def facts(business_id: str, review: Mapping[str, Any]) -> list[Any]:
@@ -66,18 +72,18 @@ def parse_judgment(task: Task, review_id: str, review_facts: Sequence[Any], text
     answer = answers.parse_json_answer(text)
     if type(answer) is not dict:
         raise ValueError("not a JSON object")
-    relevant = answer.get("is_relevant")
-    if relevant is None:
-        relevant = answer.get("is_allergy_related")
+    flag = task.relevance_field
+    relevant = answer.get(flag)
     if type(relevant) is not bool:
-        raise ValueError("is_relevant missing or not a boolean")
-    judgment: dict[str, Any] = {"review_id": review_id, "is_relevant": relevant}
+        raise ValueError(f"{flag} missing or not a boolean")
+    judgment: dict[str, Any] = {"review_id": review_id, flag: relevant}
     if relevant:
         get = answer.get
         for name, values, default in task.choices:
             value = get(name)
             judgment[name] = value if type(value) is str and value in values else default
     judgment.update(zip(ENRICHMENT, review_facts[1:], strict=True))
+    judgment[FINGERPRINT] = task.fingerprint
     return judgment
 
 
@@ -111,6 +117,9 @@ class Extract:
             self._task = read_task(path)
             if self._task.task_id != self.task_id:
                 raise BadInput(f"{path}: task_id is {self._task.task_id!r}, expected {self.task_id!r}")
+            problem = answers.check_strict(answer_format(self._task)["json_schema"]["schema"])
+            if problem:
+                raise BadInput(f"{path}: the task's answer schema breaks OpenAI's strict-mode rules: {problem}")
         return self._task
 
     def _selected(self) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -145,7 +154,7 @@ class Extract:
     def work(self, job_id: str | None) -> Iterator[WorkItem]:
         task = self.task
         self._reviews = reviews = self._from_dataset()  # the dataset as it is now: this submit's snapshot
-        done = self.cache.present(self.task_id, reviews)
+        done = self.cache.present(self.task_id, reviews, fingerprint=task.fingerprint)
         snapshot = self.snapshot_path(job_id) if job_id is not None else None
         for business_id, review in self._selected():
             if review["review_id"] not in done:

@@ -5,7 +5,10 @@ Inputs are read-only and checked before anything is sent, so a malformed dataset
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +17,11 @@ from typing import Any
 import orjson
 
 from addm_integration.errors import BadInput
+from addm_integration.metrics import canonical
+
+RELEVANCE_FIELD = "is_relevant"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_RESERVED = {"review_id", "date", "stars", "useful"}  # what a judgment carries besides its fields
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -62,6 +70,13 @@ class Task:
     task_id: str
     description: str
     fields: Mapping[str, Mapping[str, str]]
+    relevance_field: str = RELEVANCE_FIELD  # the flag's name in requests and the cache (upstream: is_<...>_related)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Upstream's term_hash of the fields: a judgment recorded under another one answered another question."""
+        canonical = json.dumps(self.fields, sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @cached_property
     def choices(self) -> tuple[tuple[str, frozenset[str], str], ...]:
@@ -81,7 +96,12 @@ def read_task(path: Path) -> Task:
             raise BadInput(f"{path}: fields.{name}: expected a non-empty object of value -> meaning")
         if not all(isinstance(v, str) for v in values.values()):
             raise BadInput(f"{path}: fields.{name}: every meaning must be a string")
-    return Task(data["task_id"], data["description"], data["fields"])
+        if not _NAME.match(name) or name in _RESERVED:
+            raise BadInput(f"{path}: fields.{name}: not usable as a field name")
+    relevance = data.get("relevance_field", RELEVANCE_FIELD)
+    if not isinstance(relevance, str) or not _NAME.match(relevance) or relevance in _RESERVED | set(data["fields"]):
+        raise BadInput(f"{path}: field 'relevance_field' must be a name that is not one of the task's fields")
+    return Task(data["task_id"], data["description"], data["fields"], relevance)
 
 
 def read_text(path: Path, what: str) -> str:
@@ -93,8 +113,11 @@ def read_text(path: Path, what: str) -> str:
         raise BadInput(f"{path}: not UTF-8 text") from None
 
 
-def read_ground_truth(path: Path) -> dict[str, str] | None:
-    """business_id -> verdict, or None when there is no ground-truth file (not an error: metrics are null)."""
+def read_ground_truth(path: Path, labels: Sequence[str] | None = None) -> dict[str, str] | None:
+    """business_id -> verdict, or None when there is no ground-truth file (not an error: metrics are null).
+
+    With ``labels``, every verdict must be one of them (case and spacing aside): found before anything is sent.
+    """
     if not path.exists():
         return None
     data = read_json(path, "ground truth")
@@ -106,5 +129,18 @@ def read_ground_truth(path: Path) -> dict[str, str] | None:
         verdict = (entry.get("ground_truth") or {}).get("verdict") if isinstance(entry, dict) else None
         if not isinstance(verdict, str):
             raise BadInput(f"{path}: restaurants.{business_id}.ground_truth.verdict missing")
+        if labels is not None:
+            label = _label(verdict, labels)
+            if label is None:
+                raise BadInput(
+                    f"{path}: restaurants.{business_id}.ground_truth.verdict {verdict!r} is not one of the "
+                    f"policy's labels ({', '.join(labels)})"
+                )
+            verdict = label
         out[business_id] = verdict
     return out
+
+
+def _label(verdict: str, labels: Sequence[str]) -> str | None:
+    wanted = canonical(verdict)
+    return next((label for label in labels if canonical(label) == wanted), None)

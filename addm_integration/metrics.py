@@ -9,47 +9,62 @@ exactly so our AUPRC numbers stay comparable with earlier sklearn-based runs.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-VERDICTS: tuple[str, str, str] = ("Low Risk", "High Risk", "Critical Risk")
+VERDICTS: tuple[str, ...] = ("Low Risk", "High Risk", "Critical Risk")  # a policy without a definition
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 
 # Scale applied to the verdict ordinal when a row has no explicit risk score, as upstream ADDM scores ("verdict
 # ordinal x 5"), so verdict-only rows land on the same rough 0..10 scale as FINAL_RISK_SCORE values.
 _ORDINAL_SCORE_SCALE = 5
 
 
-def normalize_verdict(text: str | None) -> str | None:
-    """Map free model text onto one of ``VERDICTS``, or None when no label word occurs.
+def canonical(text: str) -> str:
+    """A label as compared: case, quotes, underscores and surrounding space or punctuation ignored."""
+    return " ".join(_WORD_SPLIT.sub(" ", text.replace("_", " ").lower()).split())
 
-    Matching is by case-insensitive substring, as upstream ADDM does, so answers like "CRITICAL" or
-    "high risk." still count. The order matters: "critical" is checked first because a critical answer's text
-    may also mention "high" (e.g. "Critical - higher than High Risk"), and "low" is checked last because it is
-    the weakest signal (it also appears in words like "below"). Anything else is None rather than a guess,
-    so an unparseable answer is scored as wrong instead of silently becoming a label.
+
+def _words(text: str) -> set[str]:
+    return set(canonical(text).split())
+
+
+def normalize_verdict(text: str | None, labels: Sequence[str] = VERDICTS) -> str | None:
+    """Map free model text onto one of the policy's ``labels`` (lowest to highest), or None when none is named.
+
+    The exact label (canonically compared) wins. Otherwise a label is named when every word that sets it apart
+    from the other labels occurs as a whole word ("critical" for Critical Risk, "not" for Not Recommended), so
+    "CRITICAL" or "high risk." still count and "below" is not "low". A label whose words all lie inside another
+    named one's ("Recommended" in "not recommended") gives way to it; of the rest the highest wins, since a
+    critical answer's text may also mention "high". Anything else is None rather than a guess, so an
+    unparseable answer is scored as wrong.
     """
     if not text:
         return None
-    lowered = text.lower()
-    if "critical" in lowered:
-        return "Critical Risk"
-    if "high" in lowered:
-        return "High Risk"
-    if "low" in lowered:
-        return "Low Risk"
-    return None
+    wanted = canonical(text)
+    for label in labels:
+        if canonical(label) == wanted:
+            return label
+    present = set(wanted.split())
+    words = [_words(label) for label in labels]
+    shared = set.intersection(*words) if words else set()
+    named = [i for i, own in enumerate(words) if ((own - shared) or own) <= present]
+    whole = [i for i in named if words[i] <= present]
+    kept = [i for i in named if not any(words[i] < words[j] for j in whole)]
+    return labels[max(kept)] if kept else None
 
 
-def ordinal(verdict: str) -> int:
-    """Position of a canonical verdict on the risk scale (Low 0, High 1, Critical 2).
+def ordinal(verdict: str, labels: Sequence[str] = VERDICTS) -> int:
+    """Position of a canonical verdict on the policy's scale (lowest 0).
 
     Only canonical labels are accepted: callers must normalize first, so a typo surfaces as a ValueError
     instead of being ranked somewhere arbitrary.
     """
     try:
-        return VERDICTS.index(verdict)
+        return list(labels).index(verdict)
     except ValueError:
-        raise ValueError(f"not a canonical verdict: {verdict!r} (expected one of {VERDICTS})") from None
+        raise ValueError(f"not a canonical verdict: {verdict!r} (expected one of {tuple(labels)})") from None
 
 
 def average_precision(y_true: Sequence[int], scores: Sequence[float]) -> float | None:
@@ -100,7 +115,7 @@ def _is_failure(row: Mapping[str, Any]) -> bool:
     return row.get("error") is not None
 
 
-def _row_score(row: Mapping[str, Any]) -> float | None:
+def _row_score(row: Mapping[str, Any], labels: Sequence[str]) -> float | None:
     """Ranking score for AUPRC: the model's risk score, else the verdict ordinal scaled by 5.
 
     A non-finite risk score is treated as missing (it cannot be ranked); rows with neither usable value give
@@ -114,17 +129,19 @@ def _row_score(row: Mapping[str, Any]) -> float | None:
             value = math.nan
         if math.isfinite(value):
             return value
-    verdict = normalize_verdict(row.get("verdict"))
+    verdict = normalize_verdict(row.get("verdict"), labels)
     if verdict is None:
         return None
-    return float(ordinal(verdict) * _ORDINAL_SCORE_SCALE)
+    return float(ordinal(verdict, labels) * _ORDINAL_SCORE_SCALE)
 
 
 def _empty_auprc() -> dict[str, Any]:
     return {"auprc_ge_high": None, "auprc_ge_critical": None, "ordinal_auprc": None, "n_samples": 0}
 
 
-def score_rows(rows: list[dict[str, Any]], ground_truth: Mapping[str, str] | None) -> dict[str, Any]:
+def score_rows(
+    rows: list[dict[str, Any]], ground_truth: Mapping[str, str] | None, labels: Sequence[str] = VERDICTS
+) -> dict[str, Any]:
     """Finalize a run: attach GT to each row and compute accuracy and ordinal AUPRC over the whole set.
 
     It is set-level (AUPRC needs every row at once), hence one call after the last row is in. Input rows are
@@ -148,7 +165,7 @@ def score_rows(rows: list[dict[str, Any]], ground_truth: Mapping[str, str] | Non
     for row in rows:
         new_row = dict(row)
         gt_raw = ground_truth.get(row.get("business_id")) if ground_truth is not None else None
-        gt = normalize_verdict(gt_raw)
+        gt = normalize_verdict(gt_raw, labels)
         new_row["gt_verdict"] = gt
         if _is_failure(row):
             n_failed += 1
@@ -156,21 +173,22 @@ def score_rows(rows: list[dict[str, Any]], ground_truth: Mapping[str, str] | Non
         elif gt is None:
             new_row["correct"] = None
         else:
-            pred = normalize_verdict(row.get("verdict"))
+            pred = normalize_verdict(row.get("verdict"), labels)
             is_correct = pred == gt
             new_row["correct"] = is_correct
             total += 1
             correct += int(is_correct)
-            score = _row_score(row)
+            score = _row_score(row, labels)
             if score is not None:
-                y_ordinals.append(ordinal(gt))
+                y_ordinals.append(ordinal(gt, labels))
                 auprc_scores.append(score)
         out_rows.append(new_row)
 
     auprc = _empty_auprc()
     if ground_truth is not None:
         ge_high = average_precision([int(o >= 1) for o in y_ordinals], auprc_scores)
-        ge_critical = average_precision([int(o == 2) for o in y_ordinals], auprc_scores)
+        top = len(labels) - 1  # the highest label: "critical" for the Risk labels, whatever the policy calls it
+        ge_critical = average_precision([int(o == top) for o in y_ordinals], auprc_scores)
         auprc = {
             "auprc_ge_high": ge_high,
             "auprc_ge_critical": ge_critical,

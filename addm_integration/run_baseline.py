@@ -18,10 +18,12 @@ import orjson
 from addm_integration import answers, cli, prices
 from addm_integration.context import Context
 from addm_integration.custom_id import CustomIdError, SampleId, parse
+from addm_integration.errors import BadInput
 from addm_integration.inputs import read_dataset, read_ground_truth, read_json, read_text
 from addm_integration.metrics import VERDICTS, normalize_verdict, score_rows
 from addm_integration.outcomes import Outcome, unparsable
 from addm_integration.pipeline import Applied, WorkItem, sum_usage
+from addm_integration.policies import Policy, read_policy
 from addm_integration.workspace import atomic_write, atomic_write_json
 from ledger.log import format_ts
 from ledger.reducer import JobState
@@ -35,7 +37,7 @@ reviews and decide one verdict.
 
 Rules for your answer:
 1. Answer with one JSON object and nothing else: no Markdown, no commentary before or after it.
-2. "verdict" is exactly one of "Low Risk", "High Risk" or "Critical Risk", as the agenda defines them.
+2. "verdict" is exactly one of {labels}, as the agenda defines them.
 3. "evidences" lists the reviews your verdict rests on. Each evidence has:
    - "evidence_id": "E1", "E2", ... in order;
    - "review_id": the id of the review, copied exactly from the context;
@@ -45,59 +47,92 @@ Rules for your answer:
    Cite only reviews that exist in the context; never invent a review id or a quote.
 4. "justification" explains the verdict:
    - "triggered_rule": the agenda rule that decides the verdict (for example "R1");
-   - "direct_evidence": the evidence ids that trigger that rule;
+   - "direct_evidence": the evidence ids that trigger that rule;{scoring}
    - "reasoning": two to four sentences connecting the evidence to the rule.
 5. "other_notes": anything a human reviewer should know (conflicting reviews, hearsay, ambiguity); an empty
    string when there is nothing to add.
 When no review bears on the agenda, the verdict is the agenda's lowest level with an empty evidence list, and
 the justification says so. Base everything on the context alone: no outside knowledge of the restaurant.
 """
+_SCORING_RULE = """
+   - "scoring_trace": how the agenda's points add up: "total_score", and in "breakdown" one entry per evidence
+     that scores ("evidence_id", its "base_points", the "modifiers" applied by name, its "subtotal");"""
 
 
-def answer_format() -> dict[str, Any]:
-    string = {"type": "string"}
+def system_prompt(policy: Policy) -> str:
+    """The project's own instructions, naming the policy's labels (a policy may bring its own file instead)."""
+    labels = ", ".join(f'"{label}"' for label in policy.verdicts[:-1]) + f' or "{policy.verdicts[-1]}"'
+    return SYSTEM_PROMPT.format(labels=labels, scoring=_SCORING_RULE if policy.scoring else "")
+
+
+def answer_format(policy: Policy) -> dict[str, Any]:
+    string, number = {"type": "string"}, {"type": "number"}
     evidence = answers.strict_object(
         {"evidence_id": string, "review_id": string, "field": string, "judgement": string, "snippet": string}
     )
-    justification = answers.strict_object(
-        {"triggered_rule": string, "direct_evidence": {"type": "array", "items": string}, "reasoning": string}
-    )
+    reasons: dict[str, Any] = {"triggered_rule": string, "direct_evidence": {"type": "array", "items": string}}
+    if policy.scoring:
+        entry = answers.strict_object(
+            {
+                "evidence_id": string,
+                "base_points": number,
+                "modifiers": {"type": "array", "items": string},
+                "subtotal": number,
+            }
+        )
+        reasons["scoring_trace"] = answers.strict_object(
+            {"total_score": number, "breakdown": {"type": "array", "items": entry}}
+        )
+    reasons["reasoning"] = string
     return answers.response_format(
         "restaurant_verdict",
         {
-            "verdict": {"type": "string", "enum": list(VERDICTS)},
+            "verdict": {"type": "string", "enum": list(policy.verdicts)},
             "evidences": {"type": "array", "items": evidence},
-            "justification": justification,
+            "justification": answers.strict_object(reasons),
             "other_notes": string,
         },
     )
 
 
-def request_body(record: Mapping[str, Any], agenda: str, model: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Asked:
+    """What every request of a run shares, read and checked once before anything is sent."""
+
+    policy: Policy
+    system_prompt: str
+    agenda: str
+    response_format: dict[str, Any]
+
+
+def user_content(record: Mapping[str, Any], agenda: str) -> str:
+    return f"# Context\n\n{orjson.dumps(record).decode()}\n\n# Agenda\n\n{agenda}"
+
+
+def request_body(record: Mapping[str, Any], asked: Asked, model: str) -> dict[str, Any]:
     """The one request body of a restaurant for both modes: the record as context, then the agenda."""
-    context = orjson.dumps(record).decode()
     return {
         "model": model,
         "messages": [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": f"# Context\n\n{context}\n\n# Agenda\n\n{agenda}"},
+            {"role": "system", "content": asked.system_prompt},
+            {"role": "user", "content": user_content(record, asked.agenda)},
         ],
-        "response_format": answer_format(),
+        "response_format": asked.response_format,
     }
 
 
-def read_answer(text: str) -> tuple[Any, str | None, float | None]:
+def read_answer(text: str, labels: Sequence[str] = VERDICTS) -> tuple[Any, str | None, float | None]:
     """(parsed JSON or None, normalized verdict, risk score); raises ValueError when no verdict can be read."""
     try:
         parsed = answers.parse_json_answer(text)
     except ValueError:
         parsed = None
     if isinstance(parsed, dict):
-        verdict = normalize_verdict(str(parsed.get("verdict") or ""))
+        verdict = normalize_verdict(str(parsed.get("verdict") or ""), labels)
         risk = None
     else:
         match = _RISK_SCORE.search(text)
-        verdict, risk = normalize_verdict(text), float(match.group(1)) if match else None
+        verdict, risk = normalize_verdict(text, labels), float(match.group(1)) if match else None
     if verdict is None and risk is None:
         raise ValueError("no verdict in the answer")
     return (parsed if isinstance(parsed, dict) else None), verdict, risk
@@ -105,6 +140,11 @@ def read_answer(text: str) -> tuple[Any, str | None, float | None]:
 
 def normalize_policy(policy: str) -> str:
     return policy.replace("/", "_")
+
+
+def run_dir_name(policy: str, k: int, n: int, skip: int) -> str:
+    """``<policy>_K<k>`` plus ``_n<N>`` / ``_s<S>`` for a subset: runs of another K or selection never collide."""
+    return f"{policy}_K{k}" + (f"_n{n}" if n else "") + (f"_s{skip}" if skip else "")
 
 
 @dataclass
@@ -121,18 +161,16 @@ class Baseline:
     dev: bool = False
     run_dir: str = ""
     _records: dict[str, Mapping[str, Any]] | None = field(default=None, repr=False)
-    _agenda: str | None = field(default=None, repr=False)
+    _asked: Asked | None = field(default=None, repr=False)
+    _sent: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.policy = normalize_policy(self.policy)
         if not self.run_dir:  # fixed now, when the job is created, never at fetch time
-            stamp = self.ctx.clock().strftime("%Y%m%d_%H%M%S")
-            sub = (
-                Path("results", "dev", f"{stamp}_{self.policy}")
-                if self.dev
-                else Path("results", "baseline", self.policy)
-            )
-            self.run_dir = str(sub)
+            name = run_dir_name(self.policy, self.k, self.n, self.skip)
+            if self.dev:
+                name = f"{self.ctx.clock().strftime('%Y%m%d_%H%M%S')}_{name}"
+            self.run_dir = str(Path("results", "dev" if self.dev else "baseline", name))
 
     @classmethod
     def from_params(cls, ctx: Context, params: Mapping[str, Any]) -> Baseline:
@@ -171,37 +209,87 @@ class Baseline:
     def rows_path(self, job_id: str) -> Path:
         return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.rows.json"
 
+    def snapshot_path(self, job_id: str) -> Path:
+        return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.baseline.json"
+
     def load_rows(self, job_id: str) -> dict[str, dict[str, Any]]:
         path = self.rows_path(job_id)
         return read_json(path, "rows") if path.exists() else {}
 
     @property
-    def agenda(self) -> str:
-        if self._agenda is None:
-            self._agenda = read_text(self.ctx.ws.agenda(self.domain, self.policy, self.k), "policy agenda")
-        return self._agenda
+    def asked(self) -> Asked:
+        """The policy, prompt, agenda and answer schema, each checked: a bad one costs nothing."""
+        if self._asked is None:
+            definition = self.ctx.ws.policy(self.domain, self.policy)
+            policy = read_policy(definition, self.policy)
+            prompt = (
+                read_text(definition.parent / policy.system_prompt, "system prompt of the policy")
+                if policy.system_prompt
+                else system_prompt(policy)
+            )
+            agenda = read_text(self.ctx.ws.agenda(self.domain, self.policy, self.k), "policy agenda")
+            response_format = answer_format(policy)
+            problem = answers.check_strict(response_format["json_schema"]["schema"])
+            if problem:
+                raise BadInput(f"{definition}: the policy's answer schema breaks OpenAI's strict-mode rules: {problem}")
+            self._asked = Asked(policy, prompt, agenda, response_format)
+        return self._asked
+
+    def _snapshot(self) -> dict[str, Any]:
+        """What a job applies and scores from, taken from the inputs as they are now (checked: the ground truth's
+        labels too, before anything is sent)."""
+        asked = self.asked
+        gt_path = self.ctx.ws.ground_truth(self.domain, self.policy, self.k)
+        fixed = len(asked.system_prompt) + len(user_content({}, asked.agenda)) - 2  # all but the record's JSON
+        return {
+            "policy": asked.policy.to_json(),
+            "system_prompt": asked.system_prompt,
+            "agenda": asked.agenda,
+            "restaurants": [
+                [b, r["business"].get("name"), fixed + len(orjson.dumps(r).decode())] for b, r in self.records.items()
+            ],
+            "ground_truth_path": str(gt_path),
+            "ground_truth": read_ground_truth(gt_path, asked.policy.verdicts),
+        }
+
+    def sent(self, job_id: str) -> dict[str, Any]:
+        """The job's snapshot taken at submit, so that a fetch, a replay or a post mortem applies and scores
+        exactly what was sent whatever happened to the dataset since (a job from before snapshots: the inputs)."""
+        if self._sent is None:
+            path = self.snapshot_path(job_id)
+            self._sent = read_json(path, "run snapshot") if path.exists() else self._snapshot()
+        return self._sent
+
+    def _restaurants(self, job_id: str) -> dict[str, tuple[str | None, int]]:
+        return {b: (name, chars) for b, name, chars in self.sent(job_id)["restaurants"]}
 
     def work(self, job_id: str | None) -> Iterator[WorkItem]:
-        agenda = self.agenda
+        asked, snapshot = self.asked, self._snapshot()
         rows = self.load_rows(job_id) if job_id is not None else {}
+        path = self.snapshot_path(job_id) if job_id is not None else None
         for business_id, record in self.records.items():
             if "error" not in rows.get(business_id, {"error": None}):
                 continue
-            yield WorkItem(SampleId(self.policy, business_id).encode(), request_body(record, agenda, self.model))
+            if path is not None:  # saved with the first item: a job with nothing to do leaves no file
+                atomic_write(path, orjson.dumps(snapshot))
+                self._sent, path = snapshot, None
+            yield WorkItem(SampleId(self.policy, business_id).encode(), request_body(record, asked, self.model))
 
     def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
         rows = self.load_rows(job.job_id)
+        restaurants = self._restaurants(job.job_id)
+        labels = tuple(self.sent(job.job_id)["policy"]["verdicts"])
         applied: list[str] = []
         failures: list[tuple[str, str, bool]] = []
         for outcome in outcomes:
-            business_id = self._route(outcome.custom_id)
+            business_id = self._route(restaurants, outcome.custom_id)
             if business_id is None:
                 failures.append((outcome.custom_id, "not a restaurant of this job", False))
                 continue
-            name = self.records[business_id]["business"].get("name")
+            name, chars = restaurants[business_id]
             if outcome.ok:
                 try:
-                    rows[business_id] = self._row(job, business_id, name, outcome)
+                    rows[business_id] = self._row(job, business_id, name, chars, outcome, labels)
                     applied.append(outcome.custom_id)
                     continue
                 except ValueError as exc:
@@ -213,9 +301,11 @@ class Baseline:
             atomic_write(self.rows_path(job.job_id), orjson.dumps(rows))
         return Applied(tuple(applied), tuple(failures))
 
-    def _row(self, job: JobState, business_id: str, name: str | None, outcome: Outcome) -> dict[str, Any]:
+    def _row(
+        self, job: JobState, business_id: str, name: str | None, chars: int, outcome: Outcome, labels: Sequence[str]
+    ) -> dict[str, Any]:
         text = outcome.content or ""
-        parsed, verdict, risk = read_answer(text)
+        parsed, verdict, risk = read_answer(text, labels)
         usage = sum_usage([outcome])
         return {
             "business_id": business_id,
@@ -224,7 +314,7 @@ class Baseline:
             "parsed": parsed,
             "verdict": verdict,
             "risk_score": risk,
-            "prompt_chars": sum(len(m["content"]) for m in self._messages(business_id)),
+            "prompt_chars": chars,
             "prompt_tokens": usage.get("prompt_tokens", 0),
             "completion_tokens": usage.get("completion_tokens", 0),
             "total_tokens": usage.get("total_tokens", 0),
@@ -233,32 +323,31 @@ class Baseline:
             "llm_calls": 1,
         }
 
-    def _messages(self, business_id: str) -> list[Mapping[str, str]]:
-        return request_body(self.records[business_id], self.agenda, self.model)["messages"]
-
-    def _route(self, custom_id: str) -> str | None:
+    def _route(self, restaurants: Mapping[str, Any], custom_id: str) -> str | None:
         try:
             target = parse(custom_id)
         except CustomIdError:
             return None
         if not isinstance(target, SampleId) or target.run_name != self.policy:
             return None
-        return target.sample_id if target.sample_id in self.records else None
+        return target.sample_id if target.sample_id in restaurants else None
 
     def finalize(self, job: JobState) -> dict[str, Any]:
         """Score every row of the run at once and write results.json into the run folder fixed at creation."""
         rows = self.load_rows(job.job_id)
+        sent = self.sent(job.job_id)
         ordered = [
-            rows.get(b) or {"business_id": b, "name": r["business"].get("name"), "error": "no result"}
-            for b, r in self.records.items()
+            rows.get(b) or {"business_id": b, "name": name, "error": "no result"} for b, name, _ in sent["restaurants"]
         ]
-        gt_path = self.ctx.ws.ground_truth(self.domain, self.policy, self.k)
-        ground_truth = read_ground_truth(gt_path)
+        labels = tuple(sent["policy"]["verdicts"])
+        ground_truth = sent["ground_truth"]
         if ground_truth is None:
-            print(f"warning: no ground truth at {gt_path}; metrics are null", file=sys.stderr)
-        scored = score_rows(ordered, ground_truth)
+            print(f"warning: no ground truth at {sent['ground_truth_path']}; metrics are null", file=sys.stderr)
+        scored = score_rows(ordered, ground_truth, labels)
+        scored_any = scored["accuracy"] is not None
         results = {
-            "run_id": job.job_id,
+            "run_id": self.policy,
+            "job_id": job.job_id,
             "task_id": self.policy,
             "policy_id": self.policy,
             "gt_task_id": self.policy if ground_truth is not None else None,
@@ -268,10 +357,12 @@ class Baseline:
             "mode": job.mode,
             "k": self.k,
             "n": len(ordered),
+            "skip": self.skip,
+            "verdicts": list(labels),
             "timestamp": format_ts(job.created_at),
             "accuracy": scored["accuracy"],
-            "correct": scored["correct"],
-            "total": scored["total"],
+            "correct": scored["correct"] if scored_any else None,  # upstream's readers print both or neither
+            "total": scored["total"] if scored_any else None,
             "n_failed": scored["n_failed"],
             "auprc": scored["auprc"],
             "results": scored["rows"],
@@ -302,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "addm-baseline",
         "Per-restaurant verdicts for one policy: each selected restaurant (its reviews and business record) is "
         "sent with the policy's agenda, and the verdicts are scored against the ground truth into "
-        "results/baseline/<policy>/results.json.",
+        "results/baseline/<policy>_K<k>/results.json (_n<N>, _s<S> added for -n, --skip).",
         [
             "--policy G1_allergy_V2 --dry-run",
             "--policy G1_allergy_V2 -n 20",
@@ -328,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--skip", type=cli.non_negative_int, default=0, metavar="S", help="skip the first S restaurants (0)"
     )
-    parser.add_argument("--dev", action="store_true", help="write to results/dev/<timestamp>_<policy>/ instead")
+    parser.add_argument("--dev", action="store_true", help="write to results/dev/<timestamp>_<run_dir>/ instead")
     parser.add_argument(
         "--concurrency", type=cli.positive_int, default=32, metavar="C", help="ondemand calls in flight (32)"
     )

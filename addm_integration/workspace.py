@@ -28,6 +28,9 @@ class Workspace:
     def agenda(self, domain: str, policy_id: str, k: int) -> Path:
         return self.root / "data" / "query" / domain / f"{policy_id}_K{k}_prompt.txt"
 
+    def policy(self, domain: str, policy_id: str) -> Path:
+        return self.root / "data" / "query" / domain / f"{policy_id}.json"
+
     def cache(self, domain: str) -> Path:
         return self.root / "data" / "answers" / domain / "cache.json"
 

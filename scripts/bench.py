@@ -215,6 +215,7 @@ with open(sys.argv[1], "rb") as f:
             "date": date,
             "stars": stars,
             "useful": useful,
+            "_term_hash": sys.argv[4],
         }
 with open(sys.argv[2], "wb") as out:
     out.write(orjson.dumps({"G1a": judgments}))
@@ -289,6 +290,8 @@ def bench_scale(n_lines: int, cache_size: int, repeat: int) -> None:
     """Each apply timing is the best of ``repeat`` runs, interleaved, so that a noisy moment hits both sides alike."""
     import shutil
 
+    from addm_integration.inputs import read_task
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         template = tmp_path / "template"
@@ -300,8 +303,9 @@ def bench_scale(n_lines: int, cache_size: int, repeat: int) -> None:
         shutil.copytree(template, full_template)
         _prefill(full_template / "data" / "answers" / "yelp" / "cache.json", cache_size)
         runs: dict[str, list[tuple[float, float]]] = {"bare": [], "empty": [], "full": []}
+        term_hash = read_task(template / "data" / "tasks" / "yelp" / "G1a.json").fingerprint
         for _ in range(repeat):
-            runs["bare"].append(_child(_BARE_APPLY, str(output), str(tmp_path / "bare.json"), str(snapshot)))
+            runs["bare"].append(_child(_BARE_APPLY, str(output), str(tmp_path / "bare.json"), str(snapshot), term_hash))
             for label, source in (("empty", template), ("full", full_template)):
                 root = tmp_path / label
                 shutil.rmtree(root, ignore_errors=True)

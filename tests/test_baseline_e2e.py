@@ -9,12 +9,12 @@ from conftest import KEY, Workspace, submit_args
 from addm_integration.custom_id import SampleId
 
 POLICY = "G1_allergy_V2"
-MAY_DIFFER = {"run_id", "timestamp", "mode"}
+MAY_DIFFER = {"job_id", "timestamp", "mode"}
 ROW_MAY_DIFFER = {"latency_ms", "cost_usd"}
 
 
 def _results(ws: Workspace) -> dict:
-    return orjson.loads((ws.root / "results" / "baseline" / POLICY / "results.json").read_bytes())
+    return orjson.loads((ws.root / "results" / "baseline" / f"{POLICY}_K25" / "results.json").read_bytes())
 
 
 def _comparable(results: dict) -> dict:
@@ -99,7 +99,7 @@ def test_dev_run_folder_is_fixed_at_submit_not_at_fetch(ws: Workspace) -> None:
     (job,) = ws.ledger_json("status")
     timeline = ws.ledger_json("show", job["job_id"])
     run_dir = timeline[0]["data"]["params"]["pipeline"]["run_dir"]
-    assert run_dir.startswith("results/dev/") and run_dir.endswith(f"_{POLICY}")
+    assert run_dir.startswith("results/dev/") and run_dir.endswith(f"_{POLICY}_K25")
     (batch_id,) = ws.batches()
     ws.server.set_batch_outcome(batch_id, "completed")
     assert ws.run_cron_line(ws.cron_lines()[f"ADDM_BATCH_{batch_id}"]).returncode == 0

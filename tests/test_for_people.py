@@ -168,7 +168,7 @@ def test_wait_when_piped_prints_one_line_per_change(ws: Workspace) -> None:
     assert len(lines) == len(set(lines))  # a line per change, never the same line twice
 
 
-@pytest.mark.parametrize("module", [*MODULES.values(), "ledger"])
+@pytest.mark.parametrize("module", [*MODULES.values(), "ledger", "addm_integration.importer"])
 def test_every_command_has_version(module: str) -> None:
     result = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and re.search(r"\d+\.\d+\.\d+", result.stdout), result.stdout + result.stderr
