@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import textwrap
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -183,5 +184,7 @@ def run(args: Any, ctx: Context) -> int:
     elif not findings:
         print("no problems found")
     for f in findings if not args.json else []:
-        print(f"{f.kind}: {f.subject}: {f.detail}\n  fix: {f.fix}")
+        # The finding wrapped at 80 columns; the fix on its own line, whole, so that it can be pasted.
+        said = textwrap.fill(f"{f.kind}: {f.subject}: {f.detail}", 79, subsequent_indent="  ", break_long_words=False)
+        print(f"{said}\n  fix: {f.fix}")
     return 1 if findings and not args.fix else 0
