@@ -26,7 +26,7 @@ from ledger.help import Formatter, add_version
 from ledger.ids import UnknownId, resolve, shortest_unique
 from ledger.index import Index
 from ledger.log import Ledger, LedgerCorrupt, Record, format_ts, parse_ts, utcnow
-from ledger.reducer import BatchState, JobState, State, fold
+from ledger.reducer import BatchState, JobState, State, fold, job_condition
 
 LEDGER_SUBDIR = Path("data") / "ledger"
 
@@ -36,9 +36,25 @@ class Hooks:
     """What an application adds to the generic reading: extra status fields and extra subcommands."""
 
     status_fields: Callable[[State, JobState, dict[str, Any]], dict[str, Any]] = lambda state, job, row: row
+    alive: Callable[[Ledger, JobState], bool] = lambda ledger, job: False  # is a run working on the job now?
+    helps: Mapping[str, str] = field(default_factory=dict)  # one line per extra subcommand, for --help
     commands: Mapping[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any, Ledger], int]]] = field(
         default_factory=dict
     )
+
+
+class RootMissing(Exception):
+    """The workspace root given does not exist: a typo must neither read as an empty workspace nor be created."""
+
+
+def find_root(given: str | None) -> Path:
+    """The workspace root: ``--root``, else ``ADDM_ROOT``, else the current directory; it must exist."""
+    env = os.environ.get("ADDM_ROOT")
+    named = f"--root {given}" if given else f"ADDM_ROOT={env}" if env else "the current directory"
+    root = Path(given or env or ".").resolve()
+    if not root.is_dir():
+        raise RootMissing(f"{named}: no such directory (nothing was read or created)")
+    return root
 
 
 def _age(since: datetime, now: datetime) -> str:
@@ -69,7 +85,9 @@ def batch_row(batch: BatchState, short: Mapping[str, str] | None = None) -> dict
     }
 
 
-def status_rows(state: State, now: datetime) -> list[dict[str, Any]]:
+def status_rows(
+    state: State, now: datetime, alive: Callable[[JobState], bool] = lambda job: False
+) -> list[dict[str, Any]]:
     short = shortest_unique([*state.jobs, *state.batches])
     rows = []
     for job in state.jobs.values():
@@ -82,7 +100,7 @@ def status_rows(state: State, now: datetime) -> list[dict[str, Any]]:
                 "pipeline": job.pipeline,
                 "mode": job.mode,
                 "target": job.params.get("pipeline", {}).get("task") or job.params.get("pipeline", {}).get("policy"),
-                "state": "finalized" if job.finalized else "running",
+                "state": job_condition(state, job, alive=job.run_open and job.open and alive(job)),
                 "items": job.n_items,
                 "submitted": job.submitted,
                 "applied": job.applied,
@@ -101,10 +119,12 @@ def status_rows(state: State, now: datetime) -> list[dict[str, Any]]:
 def next_step(row: Mapping[str, Any]) -> str:
     """What happens next to a job, in two or three words: who acts (cron, the user, nobody)."""
     unsettled = [b for b in row["batches"] if not b["settled"]]
+    if row["state"] == "abandoned":
+        return "nothing: abandoned"
     if row["state"] == "finalized":
         return f"rerun: {row['failed']} failed" if row["failed"] else "done"
-    if row["state"] != "running":
-        return "-"
+    if row["state"] == "running" and row["mode"] == "ondemand":
+        return "its run goes on"
     if row["mode"] != "ondemand" and unsettled:
         return "cron fetches" if row["cron"] else "fetch: --batch-id"
     return "rerun to go on"
@@ -194,7 +214,8 @@ def batch_summary(batch: Mapping[str, Any], now: datetime) -> str:
 def cmd_status(args: Any, ledger: Ledger, hooks: Hooks) -> int:
     state = fold(ledger.records())
     now = utcnow()
-    rows = [hooks.status_fields(state, state.jobs[r["job_id"]], r) for r in status_rows(state, now)]
+    rows = status_rows(state, now, lambda job: hooks.alive(ledger, job))
+    rows = [hooks.status_fields(state, state.jobs[r["job_id"]], r) for r in rows]
     for row in rows:
         row.setdefault("next", next_step(row))
     if args.json:
@@ -478,7 +499,8 @@ def build_parser(prog: str, hooks: Hooks) -> argparse.ArgumentParser:
         s = _subcommand(sub, name, prog, "", "", "")
         configure(s)
         summary = re.split(r"[.:;](?:\s|$)", s.description or "", maxsplit=1)[0]
-        sub._choices_actions[-1].help = summary[:1].lower() + summary[1:]  # its line in the list of commands
+        summary = hooks.helps.get(name) or summary[:1].lower() + summary[1:]
+        sub._choices_actions[-1].help = summary  # its line in the list of commands
     return p
 
 
@@ -488,7 +510,11 @@ COMMANDS = {"status": cmd_status, "show": cmd_show, "audit": cmd_audit, "verify"
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m ledger", hooks: Hooks | None = None) -> int:
     hooks = hooks or Hooks()
     args = build_parser(prog, hooks).parse_args(argv)
-    root = Path(args.root or os.environ.get("ADDM_ROOT") or ".").resolve()
+    try:
+        root = find_root(args.root)
+    except RootMissing as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     ledger = Ledger(root / LEDGER_SUBDIR)
     try:
         if args.command in hooks.commands:
