@@ -1,13 +1,14 @@
-"""The flags both pipelines share (CONTRACT §1) and the one driver that turns them into a run and an exit code.
+"""The flags both pipelines share and the one driver that turns them into a run and an exit code.
 
-Every failure a user can cause or meet ends here as one line on stderr with its exit code (CONTRACT §6);
-a traceback means a bug of ours, never bad input.
+Every failure a user can cause or meet ends here as one line on stderr with its exit code (the table in
+README.md); a traceback means a bug of ours, never bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,16 +21,32 @@ from addm_integration.errors import BadInput, Transient
 from addm_integration.pipeline import Pipeline
 from addm_integration.workspace import Workspace
 from ledger import failures
-from ledger.cli import RootMissing, find_root
+from ledger.cli import RootMissing, batch_row, batch_summary, find_root, resolve_id
+from ledger.help import Formatter, add_version
+from ledger.ids import UnknownId
+from ledger.log import utcnow
+from ledger.reducer import State
 
 _MODES = """\
-ondemand (default): live calls, --concurrency at once; results applied as they come, so the same command after
-  an interruption asks only for what is missing.
-24hrbatch: the same requests through the OpenAI Batch API at half the price. Submitting uploads them, creates the
-  batch(es), installs one cron entry per batch (every 5 minutes, marked # ADDM_BATCH_<id>) that runs this same
-  command with --batch-id, and exits. Each cron run is silent until the batch is done; then it applies the results,
-  requeues what is retryable, finalizes the job and removes its entry. Logs: data/logs/<batch_id>.log.
-  The key comes from the environment or <root>/.env (chmod 600), never from the cron line."""
+Two modes. ondemand (the default) makes live calls, --concurrency at once, and
+stores results as they come: after an interruption the same command asks only
+for what is missing.
+
+24hrbatch sends the same requests through the OpenAI Batch API at half the
+price. The submit uploads them, creates the batch(es), installs one cron entry
+per batch (every 5 minutes, marked # ADDM_BATCH_<id>) that runs this same
+command with --batch-id, and exits. Each cron run is silent until its batch is
+done; then it applies the results, requeues what is retryable, finalizes the
+job and removes its entry. Logs: data/logs/<batch_id>.log. The key comes from
+the environment or <root>/.env (chmod 600), never from the cron line."""
+
+EXIT_CODES = """\
+Exit codes: 0 done (or nothing to do, or the batch still running); 2 bad input
+or the account refused (nothing written, nothing sent); 75 transient failure
+(network, timeout, 429, 5xx, a lock held too long, a full disk: the next run
+retries); 1 ledger corrupt or a stored result file changed; 130 interrupted
+(what was applied is kept); 70 unexpected (traceback saved under data/logs/).
+Guide: README.md."""
 
 # Flags that only mean something for --llm-mode 24hrbatch: given to an ondemand run they are refused, not ignored.
 # The split limits also shape a dry run's batch count, so they are accepted there.
@@ -54,20 +71,25 @@ def llm_mode(text: str) -> str:
 
 
 def non_negative_int(text: str) -> int:
-    return 0 if text.strip() == "0" else positive_int(text)
+    """A count where 0 means "all" (or "none" for --skip): the message says so for a negative one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
-def parser(prog: str, description: str) -> argparse.ArgumentParser:
+def parser(prog: str, description: str, examples: Sequence[str]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description=f"{description}\n\n{_MODES}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=Formatter,
         allow_abbrev=False,  # the cron line repeats these flags; an abbreviation must not change meaning later
-        epilog="Exit codes: 0 done (or nothing to do, or batch still running),\n"
-        "2 bad input (nothing written or sent), 75 transient (the next run retries),\n"
-        "1 ledger corrupt or a stored result file changed,\n"
-        "70 unexpected error (its traceback saved under data/logs/). Guide: README.md.",
+        epilog="Examples:\n" + "\n".join(f"  $ {prog} {e}" for e in examples) + f"\n\n{EXIT_CODES}",
     )
+    add_version(p, prog)
     p.add_argument(
         "--llm-mode",
         "--mode",
@@ -75,23 +97,52 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
         type=llm_mode,
         choices=("ondemand", "24hrbatch"),
         metavar="{ondemand,24hrbatch}",
-        help="default: ondemand (24hrbatch with --batch-id); --mode is the same flag and batch the same as "
-        "24hrbatch (upstream's names)",
+        help="how to call the model: ondemand (the default; 24hrbatch with --batch-id); --mode is the same flag "
+        "and batch the same as 24hrbatch (upstream ADDM's names)",
     )
-    p.add_argument("--batch-id", help="fetch-only: check this batch; when done apply, finalize, remove its cron entry")
-    p.add_argument("--root", help="workspace root (env ADDM_ROOT, default: the current directory)")
-    p.add_argument("--domain", default="yelp", help="default: yelp")
-    p.add_argument("--k", type=int, choices=(25, 50, 100, 200), default=25, help="reviews per restaurant (25)")
-    p.add_argument("--model", default="gpt-5-nano", help="default: gpt-5-nano")
-    p.add_argument("--crontab-file", help="use this tab file instead of your crontab (env ADDM_CRONTAB)")
-    p.add_argument("--no-cron", action="store_true", help="install no cron entry; poll yourself with --batch-id")
-    p.add_argument("--wait", action="store_true", help="poll in the foreground until applied and finalized")
-    p.add_argument("--poll-interval", type=float, default=60.0, help="seconds between polls with --wait (60)")
+    p.add_argument(
+        "--batch-id",
+        metavar="ID",
+        help="fetch-only: check batch ID (any unique prefix); when it is done apply it, finalize the job and "
+        "remove its cron entry. What each cron entry runs.",
+    )
+    p.add_argument("--root", metavar="DIR", help="workspace root (env ADDM_ROOT; default: the current directory)")
+    p.add_argument("--domain", default="yelp", help="data domain, a folder under data/*/ (yelp)")
+    p.add_argument(
+        "--k", type=int, choices=(25, 50, 100, 200), default=25, help="reviews per restaurant: the dataset_K<k> file"
+    )
+    p.add_argument("--model", default="gpt-5-nano", help="model to ask (gpt-5-nano)")
+    p.add_argument(
+        "--crontab-file",
+        metavar="FILE",
+        help="put cron entries in this tab file instead of your crontab (env ADDM_CRONTAB)",
+    )
+    p.add_argument("--no-cron", action="store_true", help="install no cron entry; fetch yourself with --batch-id")
+    p.add_argument(
+        "--wait", action="store_true", help="stay and poll until applied and finalized, showing each batch's progress"
+    )
+    p.add_argument(
+        "--poll-interval", type=float, default=60.0, metavar="S", help="seconds between polls with --wait (60)"
+    )
     p.add_argument("--replay", action="store_true", help="with --batch-id: apply its stored files again, offline")
-    p.add_argument("--max-attempts", type=positive_int, default=3, help="submissions of a retryable item (3)")
+    p.add_argument(
+        "--max-attempts", type=positive_int, default=3, metavar="N", help="submissions of a retryable item in all (3)"
+    )
     p.add_argument("--dry-run", action="store_true", help="print requests, sizes, batches and cost; send nothing")
-    p.add_argument("--max-batch-requests", type=positive_int, default=submit.MAX_REQUESTS, help="default 50,000")
-    p.add_argument("--max-batch-bytes", type=positive_int, default=submit.MAX_BYTES, help="default 200,000,000")
+    p.add_argument(
+        "--max-batch-requests",
+        type=positive_int,
+        default=submit.MAX_REQUESTS,
+        metavar="N",
+        help="requests per batch at most (50,000, the service's limit)",
+    )
+    p.add_argument(
+        "--max-batch-bytes",
+        type=positive_int,
+        default=submit.MAX_BYTES,
+        metavar="B",
+        help="bytes per batch input file at most (200,000,000, the service's limit)",
+    )
     return p
 
 
@@ -159,10 +210,20 @@ def _refuse_batch_flags(argv: Sequence[str], dry_run: bool) -> None:
 
 def _dispatch(ctx: Context, args: Any, argv: list[str], cls: type[Pipeline], build: Callable[..., Pipeline]) -> str:
     if args.batch_id:
-        message = fetch.fetch(ctx, cls, args.batch_id, replay=args.replay)
+        try:
+            batch_id = resolve_id(ctx.ledger, args.batch_id, "batch")
+        except UnknownId as exc:
+            raise BadInput(str(exc)) from None
+        message = fetch.fetch(ctx, cls, batch_id, replay=args.replay)
         if args.wait and not args.replay:
-            return _wait(ctx, cls, ctx.index.job_of(args.batch_id) or "", args.poll_interval, message)
+            return _wait(ctx, cls, ctx.index.job_of(batch_id) or "", args.poll_interval, message)
         return message or ""
+    if args.model not in prices.table():
+        print(
+            f"warning: no price for model {args.model!r} in the price table (addm_integration/prices.py, or a file "
+            "named by ADDM_PRICES): its cost will show as unknown",
+            file=sys.stderr,
+        )
     pipeline = build(ctx, args)
     limits = submit.Limits(args.max_batch_requests, args.max_batch_bytes)
     if args.dry_run:
@@ -185,21 +246,62 @@ def _dispatch(ctx: Context, args: Any, argv: list[str], cls: type[Pipeline], bui
     return message
 
 
+class _Watch:
+    """Each batch's status, counts and ETA as they change: rewritten in place on a terminal, one line per change
+    in a pipe or a log. (Cron runs never wait: their command has no --wait.)"""
+
+    def __init__(self) -> None:
+        self.live = sys.stdout.isatty()
+        self.seen: dict[str, tuple[Any, ...]] = {}
+        self.shown = False
+
+    def show(self, state: State, job_id: str) -> None:
+        now = utcnow()
+        for batch in state.batches_of(job_id):
+            key = (batch.status, tuple(sorted(batch.counts.items())), batch.settled)
+            if self.seen.get(batch.batch_id) == key:
+                continue
+            self.seen[batch.batch_id] = key
+            if batch.settled:  # the step that settled it said so already, with its counts
+                continue
+            line = f"{batch.batch_id}  {batch_summary(batch_row(batch), now)}"
+            if self.live:
+                width = shutil.get_terminal_size((80, 24)).columns - 1
+                sys.stdout.write(f"\r\033[K{line[:width]}")
+                self.shown = True
+            else:
+                sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    def say(self, text: str) -> None:
+        """A message of a step (applied, requeued, finalized): on its own line, never over the live one."""
+        if self.shown:
+            sys.stdout.write("\n")
+            self.shown = False
+        print(text, flush=True)
+
+
 def _wait(ctx: Context, cls: type[Pipeline], job_id: str, interval: float, first: str | None) -> str:
-    """Poll every batch of the job in the foreground until it is finalized, printing what each step did."""
+    """Poll every batch of the job in the foreground until it is finalized, showing how each one moves."""
+    watch = _Watch()
     if first:
-        print(first, flush=True)
+        watch.say(first)
     while True:
         state = ctx.job_state(job_id)
         for batch in state.batches_of(job_id):
             if not batch.settled or batch.cron or not state.jobs[job_id].finalized:
                 said = fetch.fetch(ctx, cls, batch.batch_id)
                 if said:
-                    print(said, flush=True)
+                    watch.say(said)
         state = ctx.job_state(job_id)
+        watch.show(state, job_id)
         job = state.jobs[job_id]
         if job.finalized:
+            if watch.shown:
+                sys.stdout.write("\n")
             return ""
         if fetch.job_complete(state, job) or job.abandoned:  # nothing more can come: the message said what to do
+            if watch.shown:
+                sys.stdout.write("\n")
             raise Transient(f"job {job_id} ended without a result; run the same command to continue it")
         time.sleep(interval)

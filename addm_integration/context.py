@@ -139,7 +139,7 @@ class Context:
 
 @contextmanager
 def _corrupt_is_exit_1() -> Iterator[None]:
-    """The ledger's own error, as the one line and exit code a user gets (CONTRACT §6)."""
+    """The ledger's own error, as the one line and exit code a user gets (README.md, "Exit codes")."""
     try:
         yield
     except LedgerCorrupt as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import textwrap
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -218,5 +219,13 @@ def run(args: Any, ctx: Context) -> int:
     elif not findings:
         print("no problems found")
     for f in findings if not args.json else []:
-        print(f"{f.kind}: {f.subject}: {f.detail}\n  fix: {f.fix}")
+        # The finding wrapped at 80 columns; the fix on its own line, whole, so that it can be pasted.
+        said = textwrap.fill(
+            f"{f.kind}: {f.subject}: {f.detail}",
+            79,
+            subsequent_indent="  ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        print(f"{said}\n  fix: {f.fix}")
     return PROBLEMS if findings else 0

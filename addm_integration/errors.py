@@ -1,4 +1,4 @@
-"""The failures a user sees, each with its exit code (CONTRACT §6). Raised deep, turned into one line at the edge."""
+"""The failures a user sees, each with its exit code (README.md, "Exit codes"). Raised deep, one line at the edge."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class Corrupt(AddmError):
 
 
 def translate(exc: BaseException) -> failures.Translation | None:
-    """(exit code, line) of every failure we know, ours first, then the ledger's and the system's (§6)."""
+    """(exit code, line) of every failure we know, ours first, then the ledger's and the system's."""
     if isinstance(exc, AddmError):
         return exc.exit_code, str(exc)
     return failures.translate(exc)

@@ -218,13 +218,35 @@ class Extract:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = cli.parser("addm-extract", "Per-review judgments for one task, ondemand or through the Batch API.")
-    parser.add_argument("--task", required=True, help="task id, e.g. G1a (data/tasks/<domain>/<task>.json)")
-    parser.add_argument("--limit", type=cli.positive_int, default=None, help="only the first N restaurants")
-    parser.add_argument("--concurrency", type=cli.positive_int, default=8, help="ondemand calls in flight (8)")
+    parser = cli.parser(
+        "addm-extract",
+        "Per-review judgments for one task: every review of the selected restaurants is asked the task's "
+        "questions, and each answer is stored in data/answers/<domain>/cache.json. Reviews already judged are "
+        "never asked again.",
+        [
+            "--task G1a --dry-run",
+            "--task G1a --limit 10",
+            "--task G1a --llm-mode 24hrbatch",
+            "--task G1a --llm-mode 24hrbatch --wait --poll-interval 30",
+        ],
+    )
+    parser.add_argument(
+        "--task", required=True, help="task id, e.g. G1a: the file data/tasks/<domain>/<task>.json (docs/formats.md)"
+    )
+    parser.add_argument(
+        "--limit",
+        "-n",
+        type=cli.non_negative_int,
+        default=0,
+        metavar="N",
+        help="only the first N restaurants of the dataset (0 = all, the default)",
+    )
+    parser.add_argument(
+        "--concurrency", type=cli.positive_int, default=8, metavar="C", help="ondemand calls in flight (8)"
+    )
 
     def build(ctx: Context, args: Any) -> Extract:
-        return Extract(ctx, args.task, args.domain, args.k, args.limit, args.model)
+        return Extract(ctx, args.task, args.domain, args.k, args.limit or None, args.model)
 
     return cli.run(parser, argv, Extract, build)
 

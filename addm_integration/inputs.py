@@ -40,7 +40,10 @@ def read_dataset(path: Path) -> Iterator[dict[str, Any]]:
     would overwrite each other.
     """
     if not path.is_file():
-        raise BadInput(f"{path}: dataset not found (generate one with scripts/gen_data.py --root DIR)")
+        raise BadInput(
+            f"{path}: dataset not found: the restaurants and their reviews, one JSON object per line (format: "
+            "docs/formats.md); scripts/gen_data.py writes a synthetic one into an empty folder, to try the tool"
+        )
     restaurants: dict[str, int] = {}
     reviews: dict[str, int] = {}
     with path.open("rb") as f:

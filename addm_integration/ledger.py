@@ -29,11 +29,11 @@ def _status_fields(state: State, job: JobState, row: dict[str, Any]) -> dict[str
     if table is not None and row["batches"]:
         try:
             entries = {entry.batch_id for entry in table.entries()}
-        except Exception:  # an unreadable crontab must not hide the status of every job
-            entries = None
-        for batch in row["batches"]:
-            batch["cron_entry"] = None if entries is None else batch["batch_id"] in entries
-        row["cron"] = any(b["cron_entry"] for b in row["batches"]) if entries is not None else row["cron"]
+        except Exception:  # an unreadable crontab must not hide the status of every job: the ledger's view stays
+            return row
+        for batch in row["batches"]:  # the entry as it really is in the table, whatever the ledger last recorded
+            batch["cron"] = batch["batch_id"] in entries
+        row["cron"] = any(b["cron"] for b in row["batches"])
     return row
 
 
@@ -44,11 +44,15 @@ def _doctor_flags(p: argparse.ArgumentParser) -> None:
         "workspace that still exists is reported or touched. Exit 0: no problems; 3: problems found; "
         "1: ledger corrupt."
     )
-    p.add_argument("--crontab-file", help="also inspect this tab file (env ADDM_CRONTAB; default: your crontab)")
+    p.epilog = (
+        "Examples:\n  $ addm-ledger doctor\n  $ addm-ledger doctor --fix\n"
+        "  $ addm-ledger doctor --crontab-file ws/crontab --offline\n\n"
+        "Exit codes: 0 no problem found, 3 problems found (each printed with its fix), 1 ledger corrupt, "
+        "2 bad input."
+    )
     p.add_argument("--fix", action="store_true", help="apply the fixes that cannot lose anything")
     p.add_argument("--offline", action="store_true", help="do not ask the server for orphan batches")
     p.add_argument("--cancel", metavar="BATCH_ID", help="cancel an orphan batch on the server")
-    p.add_argument("--json", action="store_true")
 
 
 def _doctor(args: Any, ledger: Ledger) -> int:
@@ -71,6 +75,7 @@ def _in_workspace(name: str, command: Callable[[Any, Context], int], args: Any, 
 
 
 def _abandon(args: Any, ledger: Ledger) -> int:
+    args.job_id = cli.resolve_id(ledger, args.job_id, "job")  # a short id as status prints it
     try:
         return abandon.run(args, Context.open(ledger.dir.parent.parent))
     except AddmError as exc:

@@ -1,4 +1,4 @@
-"""Set-level scoring for run_baseline (reference addm.md §5, "Finalize").
+"""Set-level scoring for run_baseline (upstream ADDM's own scoring, carried over).
 
 These are pure functions over already-collected result rows, so the ondemand and batch paths can share one
 finalize step and produce identical numbers for the same rows. Only the standard library is used: the project
@@ -16,7 +16,7 @@ from typing import Any
 VERDICTS: tuple[str, ...] = ("Low Risk", "High Risk", "Critical Risk")  # a policy without a definition
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 
-# Scale applied to the verdict ordinal when a row has no explicit risk score, per the reference ("verdict
+# Scale applied to the verdict ordinal when a row has no explicit risk score, as upstream ADDM scores ("verdict
 # ordinal x 5"), so verdict-only rows land on the same rough 0..10 scale as FINAL_RISK_SCORE values.
 _ORDINAL_SCORE_SCALE = 5
 
@@ -147,7 +147,7 @@ def score_rows(
     It is set-level (AUPRC needs every row at once), hence one call after the last row is in. Input rows are
     copied, never mutated, so a caller can keep the raw rows it wrote to its ledger.
 
-    Accounting, per the reference: ``total`` counts success rows that have a GT verdict, including rows whose
+    Accounting, as upstream ADDM counts: ``total`` counts success rows that have a GT verdict, including rows whose
     predicted verdict is None (an unparseable answer is a wrong answer, not a skipped one). Failure rows carry
     no verdict, so they are left out of accuracy and AUPRC and reported as ``n_failed`` (all failure rows,
     with or without GT) so a reader can see the subset. Rows without GT are left out of everything scored.

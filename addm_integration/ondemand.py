@@ -53,7 +53,7 @@ async def _run(
     items: Iterator[WorkItem],
     concurrency: int,
     flush: Callable[[list[Outcome]], None],
-    advance: Callable[[], None],
+    advance: Callable[..., None],
 ) -> None:
     """Call, and apply what came back in a thread, one apply at a time, while the calls go on.
 
@@ -81,7 +81,7 @@ async def _run(
         # A shared iterator: each item is taken by exactly one worker, and none once the account refused.
         while not refused and (item := next(items, None)) is not None:
             outcome = await _call(api, item, creds.api_key)
-            advance()
+            advance(failed=not isinstance(outcome, Outcome) or not outcome.ok)
             if isinstance(outcome, Refused):
                 refused.append(outcome)
                 continue
@@ -103,9 +103,14 @@ async def _run(
 
 
 def run(
-    creds: Credentials, items: Iterable[WorkItem], total: int, concurrency: int, flush: Callable[[list[Outcome]], None]
+    creds: Credentials,
+    items: Iterable[WorkItem],
+    total: int,
+    concurrency: int,
+    flush: Callable[[list[Outcome]], None],
+    already: int = 0,
 ) -> None:
-    with progress(total, "requests") as advance:
+    with progress(total, "requests", already=already, counts=True) as advance:
         asyncio.run(_run(creds, iter(items), concurrency, flush, advance))
 
 
@@ -169,7 +174,7 @@ def _run_job(
 
     try:
         try:
-            run(creds, items, len(items), concurrency, flush)
+            run(creds, items, len(items), concurrency, flush, already=max(job.n_items - len(items), 0))
         except Refused:  # what came back before it is applied; the job waits for the key or the account
             ended = "refused"
             raise

@@ -2,7 +2,7 @@
 
 Both modes reduce what came back to an ``Outcome``: the text to hand to the pipeline's parser and the token usage,
 or a failure reason and whether sending the item again could help. Classification is by content, never by which
-file a line came from (reference §3).
+file a line came from.
 """
 
 from __future__ import annotations
@@ -89,5 +89,5 @@ def reached(outcome: Outcome) -> bool:
 
 
 def unparsable(outcome: Outcome, why: str) -> Outcome:
-    """The call succeeded but the pipeline could not read the answer: worth asking again (CONTRACT §5)."""
+    """The call succeeded but the answer could not be read: worth asking again (a retryable failure)."""
     return Outcome(outcome.custom_id, usage=outcome.usage, error=f"unparsable answer: {why}", retryable=True)

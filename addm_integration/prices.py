@@ -35,6 +35,8 @@ def table() -> dict[str, tuple[float, float]]:
     path = os.environ.get("ADDM_PRICES")
     if not path:
         return PRICES
+    if not Path(path).is_file():
+        raise BadInput(f"{path} (ADDM_PRICES): price file not found")
     try:
         extra = orjson.loads(Path(path).read_bytes())
         return {**PRICES, **{str(m): (float(p[0]), float(p[1])) for m, p in extra.items()}}

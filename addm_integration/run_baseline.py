@@ -412,12 +412,40 @@ class Baseline:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = cli.parser("addm-baseline", "Per-restaurant verdicts for one policy, scored against ground truth.")
-    parser.add_argument("--policy", required=True, help="policy id, e.g. G1_allergy_V2 (G1/allergy/V2 accepted)")
-    parser.add_argument("-n", type=cli.non_negative_int, default=0, help="restaurants to run, 0 = all (default)")
-    parser.add_argument("--skip", type=cli.non_negative_int, default=0, help="skip the first S restaurants")
-    parser.add_argument("--dev", action="store_true", help="write to results/dev/<timestamp>_<policy>/")
-    parser.add_argument("--concurrency", type=cli.positive_int, default=32, help="ondemand calls in flight (32)")
+    parser = cli.parser(
+        "addm-baseline",
+        "Per-restaurant verdicts for one policy: each selected restaurant (its reviews and business record) is "
+        "sent with the policy's agenda, and the verdicts are scored against the ground truth into "
+        "results/baseline/<policy>_K<k>/results.json (_n<N>, _s<S> added for -n, --skip).",
+        [
+            "--policy G1_allergy_V2 --dry-run",
+            "--policy G1_allergy_V2 -n 20",
+            "--policy G1_allergy_V2 --skip 20 --limit 20 --dev",
+            "--policy G1_allergy_V2 --llm-mode 24hrbatch",
+        ],
+    )
+    parser.add_argument(
+        "--policy",
+        required=True,
+        help="policy id, e.g. G1_allergy_V2 (G1/allergy/V2 accepted): its agenda is "
+        "data/query/<domain>/<policy>_K<k>_prompt.txt (docs/formats.md)",
+    )
+    parser.add_argument(
+        "-n",
+        "--limit",
+        dest="n",
+        type=cli.non_negative_int,
+        default=0,
+        metavar="N",
+        help="restaurants to run (0 = all, the default)",
+    )
+    parser.add_argument(
+        "--skip", type=cli.non_negative_int, default=0, metavar="S", help="skip the first S restaurants (0)"
+    )
+    parser.add_argument("--dev", action="store_true", help="write to results/dev/<timestamp>_<run_dir>/ instead")
+    parser.add_argument(
+        "--concurrency", type=cli.positive_int, default=32, metavar="C", help="ondemand calls in flight (32)"
+    )
     parser.add_argument(
         "--rerun",
         action="store_true",

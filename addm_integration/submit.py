@@ -187,7 +187,7 @@ def plan_parts(
 
 
 def check_cron_prerequisites(ctx: Context, spec: CronSpec | None) -> None:
-    """Everything a cron run will need, checked before anything is uploaded (CONTRACT §4)."""
+    """Everything a cron run will need, checked before anything is uploaded (README.md, "What cron does")."""
     if spec is None or not cron_supported():
         return
     spec.table().check_available()

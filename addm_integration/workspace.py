@@ -1,4 +1,4 @@
-"""Where every file of a workspace lives (CONTRACT §2), and the one way results are written: atomically."""
+"""Where every file of a workspace lives (docs/formats.md), and the one way results are written: atomically."""
 
 from __future__ import annotations
 

@@ -7,11 +7,15 @@ the records alone, so the same questions get the same answers on any copy of the
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import shutil
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +23,11 @@ import orjson
 
 from ledger import failures
 from ledger.events import ItemsApplied, to_payload
+from ledger.help import Formatter, add_version
+from ledger.ids import UnknownId, resolve, shortest_unique
 from ledger.index import Index
-from ledger.log import Ledger, Record, format_ts, utcnow
-from ledger.reducer import JobState, State, fold_ledger, job_condition
+from ledger.log import Ledger, Record, format_ts, parse_ts, utcnow
+from ledger.reducer import BatchState, JobState, State, fold_ledger, job_condition
 
 LEDGER_SUBDIR = Path("data") / "ledger"
 
@@ -54,7 +60,9 @@ def find_root(given: str | None) -> Path:
 
 
 def _age(since: datetime, now: datetime) -> str:
-    seconds = int((now - since).total_seconds())
+    seconds = max(int((now - since).total_seconds()), 0)
+    if seconds < 60:
+        return f"{seconds}s"
     if seconds < 3600:
         return f"{seconds // 60}m"
     if seconds < 86400:
@@ -62,30 +70,35 @@ def _age(since: datetime, now: datetime) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
+def batch_row(batch: BatchState, short: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """One batch as ``status --json`` and ``--wait`` give it (fields: docs/json.md)."""
+    return {
+        "batch_id": batch.batch_id,
+        "short_id": (short or {}).get(batch.batch_id, batch.batch_id),
+        "status": batch.status,
+        "attempt": batch.attempt,
+        "items": batch.n_items,
+        "applied": batch.applied,
+        "failed": batch.failed,
+        "settled": batch.settled,
+        "cron": batch.cron,
+        "counts": dict(batch.counts),
+        "eta": format_ts(eta) if (eta := batch.eta()) else None,
+    }
+
+
 def status_rows(
     state: State, now: datetime, alive: Callable[[JobState], bool] = lambda job: False
 ) -> list[dict[str, Any]]:
+    short = shortest_unique([*state.jobs, *state.batches])
     rows = []
     for job in state.jobs.values():
-        batches = [
-            {
-                "batch_id": b.batch_id,
-                "status": b.status,
-                "attempt": b.attempt,
-                "items": b.n_items,
-                "applied": b.applied,
-                "failed": b.failed,
-                "settled": b.settled,
-                "cron": b.cron,
-                "counts": dict(b.counts),
-                "eta": format_ts(eta) if (eta := b.eta()) else None,
-            }
-            for b in state.batches_of(job.job_id)
-        ]
+        batches = [batch_row(b, short) for b in state.batches_of(job.job_id)]
         failed = len(job.failures)
         rows.append(
             {
                 "job_id": job.job_id,
+                "short_id": short[job.job_id],
                 "pipeline": job.pipeline,
                 "mode": job.mode,
                 "target": job.params.get("pipeline", {}).get("task") or job.params.get("pipeline", {}).get("policy"),
@@ -105,59 +118,163 @@ def status_rows(
     return rows
 
 
+def next_step(row: Mapping[str, Any]) -> str:
+    """What happens next to a job, in two or three words: who acts (cron, the user, nobody)."""
+    unsettled = [b for b in row["batches"] if not b["settled"]]
+    if row["state"] == "abandoned":
+        return "nothing: abandoned"
+    if row["state"] == "finalized":
+        return f"rerun: {row['failed']} failed" if row["failed"] else "done"
+    if row["state"] == "running" and row["mode"] == "ondemand":
+        return "its run goes on"
+    if row["mode"] != "ondemand" and unsettled:
+        return "cron fetches" if row["cron"] else "fetch: --batch-id"
+    return "rerun to go on"
+
+
 def _print_json(obj: Any) -> None:
     sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    rows = [[("" if v is None else str(v)) for v in r] for r in rows]
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=title)
-        for c in columns:
-            table.add_column(c)
-        for r in rows:
-            table.add_row(*r)
-        Console().print(table)
-        return
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+def _width(wide: bool) -> int | None:
+    """The width to fit: the terminal's, 80 in a pipe, none with --wide."""
+    if wide:
+        return None
+    return shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else 80
 
 
-def _batch_cell(batch: Mapping[str, Any]) -> str:
-    cell = f"{batch['batch_id']} {batch['status']}"
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+@dataclass
+class Column:
+    header: str
+    values: list[str]
+    floor: int | None = None  # None: never cut (ids); else cut with "…" down to this width, when the line is too wide
+    right: bool = False
+    cut_order: int = 0  # which cuttable column is cut first: the lowest
+
+
+def render(columns: Sequence[Column], width: int | None, gap: str = "  ") -> list[str]:
+    """Header and rows, each column as wide as its content; when a line is too wide, the cuttable columns are cut,
+    the last one first, down to their floor, then to three characters."""
+    widths = [max([len(c.header), *(len(v) for v in c.values)]) for c in columns]
+    cuttable = sorted((i for i, c in enumerate(columns) if c.floor is not None), key=lambda i: columns[i].cut_order)
+    if width is not None:
+        excess = sum(widths) + len(gap) * (len(columns) - 1) - width
+        for floors in ({i: columns[i].floor or 0 for i in cuttable}, dict.fromkeys(cuttable, 3)):
+            for i in cuttable:
+                take = max(min(excess, widths[i] - floors[i]), 0)
+                widths[i] -= take
+                excess -= take
+    lines = []
+    for r in range(-1, len(columns[0].values) if columns else 0):
+        cells = []
+        for c, w in zip(columns, widths, strict=True):
+            text = c.header if r < 0 else c.values[r]
+            text = _cut(text, w) if c.floor is not None else text
+            cells.append(text.rjust(w) if c.right else text.ljust(w))
+        lines.append(gap.join(cells).rstrip())
+    return lines
+
+
+def _money(value: Any) -> str:
+    if value is None:
+        return "?"
+    return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
+
+
+def _when(ts: str, now: datetime) -> str:
+    """An ETA as a person reads it: the UTC time, and how long from now."""
+    at = parse_ts(ts)
+    left = "overdue" if at <= now else f"in {_age(now, at)}"
+    return f"{at:%H:%M} UTC ({left})" if at - now < timedelta(hours=20) else f"{at:%Y-%m-%d %H:%M} UTC ({left})"
+
+
+def batch_summary(batch: Mapping[str, Any], now: datetime) -> str:
+    """A batch in words after its id: status, counts, ETA, attempt, cron entry."""
+    parts = [batch["status"]]
     total = batch["counts"].get("total")
-    if total and not batch["settled"]:
-        cell += f" {batch['counts'].get('completed', 0)}/{total}"
+    if batch["settled"]:
+        parts.append(f"{batch['applied']} applied, {batch['failed']} failed")
+    elif total:
+        done = batch["counts"].get("completed", 0)
+        failed = batch["counts"].get("failed", 0)
+        parts.append(f"{done}/{total} done" + (f", {failed} failed" if failed else ""))
+    else:
+        parts.append(f"{batch['items']} requests")
     if batch["eta"]:
-        cell += f" eta {batch['eta'][:16].replace('T', ' ')}Z"
-    return cell
+        parts.append("eta " + _when(batch["eta"], now))
+    if batch["attempt"] > 1:
+        parts.append(f"attempt {batch['attempt']}")
+    if batch["cron"]:
+        parts.append("cron entry")
+    return ", ".join(parts[:2]) + "".join(f"; {p}" for p in parts[2:])
 
 
 def cmd_status(args: Any, ledger: Ledger, hooks: Hooks) -> int:
     state = fold_ledger(ledger, ledger.records())
-    rows = status_rows(state, utcnow(), lambda job: hooks.alive(ledger, job))
+    now = utcnow()
+    rows = status_rows(state, now, lambda job: hooks.alive(ledger, job))
     rows = [hooks.status_fields(state, state.jobs[r["job_id"]], r) for r in rows]
+    for row in rows:
+        row.setdefault("next", next_step(row))
     if args.json:
         _print_json(rows)
         return 0
     if not rows:
         print(f"no jobs in {ledger.path}")
         return 0
-    columns = ["job", "pipeline", "target", "mode", "state", "batches", "applied", "failed", "pending", "cron", "age"]
-    extra = [k for k in ("cost_usd", "saved_usd") if k in rows[0]]
-    table = []
-    for r in rows:
-        batches = ", ".join(_batch_cell(b) for b in r["batches"]) or "-"
-        line = [r["job_id"], r["pipeline"], r["target"], r["mode"], r["state"], batches]
-        line += [f"{r['applied']}/{r['items']}", r["failed"], r["pending"], "yes" if r["cron"] else "no", r["age"]]
-        line += [("?" if r[k] is None else f"${r[k]:.4f}") for k in extra]
-        table.append(line)
-    _table("jobs", columns + [k.replace("_usd", "") for k in extra], table)
+    width = _width(args.wide)
+    ident = "job_id" if args.wide else "short_id"
+    columns = [Column("JOB", [r[ident] for r in rows])]
+    if args.wide:
+        columns += [
+            Column("PIPELINE", [r["pipeline"] for r in rows]),
+            Column("TARGET", [str(r["target"]) for r in rows]),
+            Column("MODE", [r["mode"] for r in rows]),
+            Column("MODEL", [str(r.get("model", "")) for r in rows]),
+            Column("STATE", [r["state"] for r in rows]),
+            Column("ITEMS", [str(r["items"]) for r in rows], right=True),
+            Column("SUBMITTED", [str(r["submitted"]) for r in rows], right=True),
+            Column("APPLIED", [str(r["applied"]) for r in rows], right=True),
+            Column("FAILED", [str(r["failed"]) for r in rows], right=True),
+            Column("PENDING", [str(r["pending"]) for r in rows], right=True),
+            Column("CRON", ["yes" if r["cron"] else "no" for r in rows]),
+            Column("CREATED", [r["created_at"] for r in rows]),
+            Column("AGE", [r["age"] for r in rows]),
+        ]
+        columns += [
+            Column(k.removesuffix("_usd").upper(), [_money(r[k]) for r in rows])
+            for k in ("cost_usd", "saved_usd")
+            if k in rows[0]
+        ]
+    else:
+        names = {"run_baseline": "baseline"}
+        columns += [
+            Column(
+                "WHAT",
+                [f"{names.get(r['pipeline'], r['pipeline'])} {r['target']}" for r in rows],
+                floor=14,
+                cut_order=2,
+            ),
+            Column("STATE", [r["state"] for r in rows], floor=9, cut_order=3),
+            Column("DONE", [f"{r['applied']}/{r['items']}" for r in rows], right=True),
+        ]
+        if any(r["failed"] for r in rows):  # a column of zeros says nothing and costs six columns
+            columns.append(Column("FAIL", [str(r["failed"]) for r in rows], right=True))
+        if "cost_usd" in rows[0]:
+            columns.append(Column("COST", [_money(r["cost_usd"]) for r in rows], right=True))
+    columns.append(Column("NEXT", [r["next"] for r in rows], floor=10, cut_order=1))
+    header, *lines = render(columns, width)
+    print(header)
+    for row, line in zip(rows, lines, strict=True):
+        print(line)
+        for batch in row["batches"]:
+            label = f"  {batch['batch_id'] if args.wide else batch['short_id']}  "
+            text = batch_summary(batch, now)
+            print(label + (text if width is None else _cut(text, width - len(label))))
     return 0
 
 
@@ -166,22 +283,44 @@ def _event_dict(record: Record) -> dict[str, Any]:
     return {"seq": record.seq, "ts": format_ts(record.ts), "type": type_name, "v": version, "data": data}
 
 
+def resolve_id(ledger: Ledger, prefix: str, kind: str = "job or batch") -> str:
+    """The full id of a job or batch (``kind`` "job", "batch" or either) from any unique prefix of it."""
+    jobs, batches = Index(ledger).ids(prefix)
+    pool = {"job": jobs, "batch": batches}.get(kind, [*jobs, *batches])
+    return resolve(prefix, pool, kind, ledger.path)
+
+
+def _wrap(head: str, text: str, width: int | None) -> str:
+    """``head`` then ``text``: on one line when it fits, else wrapped on lines of their own, indented under the
+    head. Words (ids, paths) are never broken, so a path longer than the width stays whole on its own line."""
+    line = f"{head}{text}".rstrip()
+    if width is None or len(line) <= width:
+        return line
+    body = textwrap.wrap(text, width - 4, break_long_words=False, break_on_hyphens=False)
+    return "\n".join([head.rstrip(), *("    " + part for part in body)])
+
+
+def _compact(value: Any) -> str:
+    """JSON with a space after each separator: places where a long value can wrap."""
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
 def cmd_show(args: Any, ledger: Ledger, hooks: Hooks) -> int:
-    events = [_event_dict(r) for r in Index(ledger).records_of(args.id)]
-    if not events:
-        print(f"error: no job or batch {args.id!r} in {ledger.path}", file=sys.stderr)
-        return 2
+    ident = resolve_id(ledger, args.id)
+    events = [_event_dict(r) for r in Index(ledger).records_of(ident)]
     if args.json:
         _print_json(events)
         return 0
+    width = _width(args.wide)
+    print(f"events of {ident}:")
     for e in events:
-        data = {k: v for k, v in e["data"].items() if k not in ("job_id", "batch_id") or v != args.id}
+        data = {k: v for k, v in e["data"].items() if k not in ("job_id", "batch_id") or v != ident}
         if "custom_ids" in data:
             data["custom_ids"] = f"<{len(data['custom_ids'])} ids>"
         if "failures" in data:
             data["failures"] = f"<{len(data['failures'])} failures>"
-        detail = " ".join(f"{k}={orjson.dumps(v).decode()}" for k, v in data.items() if v not in (None, {}, [], ""))
-        print(f"{e['ts']}  #{e['seq']:<6} {e['type']:<13} {detail}")
+        detail = " ".join(f"{k}={_compact(v)}" for k, v in data.items() if v not in (None, {}, [], ""))
+        print(_wrap(f"{e['ts'][:19].replace('T', ' ')}  #{e['seq']:<5} {e['type']:<13} ", detail, width))
     return 0
 
 
@@ -215,22 +354,34 @@ def cmd_audit(args: Any, ledger: Ledger, hooks: Hooks) -> int:
         print("error: give a CUSTOM_ID or --batch BATCH_ID (one of them)", file=sys.stderr)
         return 2
     index = Index(ledger)
-    if args.batch is not None:
-        records = index.records_of(args.batch)
-        if not records:
-            print(f"error: no batch {args.batch!r} in {ledger.path}", file=sys.stderr)
-            return 2
-    else:
-        records = index.applications(args.custom_id)
-    entries = audit_entries(records, custom_id=args.custom_id, batch_id=args.batch)
+    batch = resolve_id(ledger, args.batch, "batch") if args.batch is not None else None
+    records = index.records_of(batch) if batch is not None else index.applications(args.custom_id)
+    entries = audit_entries(records, custom_id=args.custom_id, batch_id=batch)
     if args.json:
         _print_json(entries)
         return 0
     if not entries:
-        print(f"{args.custom_id or args.batch}: never applied")
+        print(f"{args.custom_id or batch}: never applied")
         return 0
-    columns = ["applied_at", "kind", "attempt", "batch_id", "job_id", "custom_id"]
-    _table("applications", columns, [[e[c] for c in columns] for e in entries])
+    when = Column("APPLIED AT", [e["applied_at"][:19].replace("T", " ") for e in entries])
+    kind = Column("KIND", [e["kind"] for e in entries])
+    attempt = Column("ATTEMPT", [str(e["attempt"]) for e in entries], right=True)
+    if batch is not None:
+        print(f"items applied by batch {batch}:")
+        columns = [when, kind, attempt, Column("CUSTOM_ID", [e["custom_id"] for e in entries])]
+    else:
+        jobs, batches = index.ids()
+        short = {} if args.wide else shortest_unique([*jobs, *batches])
+        print(f"applications of {args.custom_id}:")
+        columns = [
+            when,
+            kind,
+            attempt,
+            Column("BATCH", [short.get(e["batch_id"], e["batch_id"] or "ondemand") for e in entries]),
+            Column("JOB", [short.get(e["job_id"], e["job_id"]) for e in entries]),
+        ]
+    for line in render(columns, None):
+        print(line)
     return 0
 
 
@@ -245,28 +396,122 @@ def cmd_verify(args: Any, ledger: Ledger, hooks: Hooks) -> int:
             yield record
 
     fold_ledger(ledger, counted())  # a record with a sound checksum that does not fold is corruption too
+    if args.json:
+        _print_json({"path": str(ledger.path), "records": count, "sound": True, "torn_tail": torn[0] if torn else None})
+        return 0
     if torn:
         print(f"warning: {torn[0]}", file=sys.stderr)
     print(f"{ledger.path}: {count} records, sound")
     return 0
 
 
+ROOT_HELP = "workspace root (env ADDM_ROOT; default: the current directory)"
+EXIT_CODES = """\
+Exit codes: 0 done; 1 ledger corrupt (one line naming the file, line and
+record); 2 bad input (an unknown or ambiguous id, a bad flag); 3 doctor found
+problems; 70 unexpected error (traceback saved under data/logs/)."""
+
+
+def common_options(*, subcommand: bool) -> argparse.ArgumentParser:
+    """The options every ``addm-ledger`` command takes, before or after the subcommand name.
+
+    On a subcommand they default to SUPPRESS, so a value given before the subcommand is not overwritten.
+    """
+    p = argparse.ArgumentParser(add_help=False)
+    unset = {"default": argparse.SUPPRESS} if subcommand else {}
+    p.add_argument("--root", metavar="DIR", help=ROOT_HELP, **({"default": None} | unset))
+    p.add_argument(
+        "--json", action="store_true", help="print JSON (fields: docs/json.md)", **({"default": False} | unset)
+    )
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column and whole ids, however wide the lines",
+        **({"default": False} | unset),
+    )
+    p.add_argument(
+        "--crontab-file",
+        metavar="FILE",
+        help="the tab file the tool's cron entries are in, instead of your crontab (env ADDM_CRONTAB)",
+        **({"default": None} | unset),
+    )
+    return p
+
+
+def _subcommand(sub: Any, name: str, prog: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=epilog,
+        parents=[common_options(subcommand=True)],
+        formatter_class=Formatter,
+        conflict_handler="resolve",  # a subcommand may define a common option its own way
+    )
+    add_version(p, prog)
+    return p
+
+
 def build_parser(prog: str, hooks: Hooks) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Read the event ledger of a workspace.")
-    p.add_argument("--root", help="workspace root (env ADDM_ROOT, default: the current directory)")
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("status", help="one row per job: batches, items applied/failed/pending, cron, age")
-    s.add_argument("--json", action="store_true")
-    s = sub.add_parser("show", help="the timeline of events of a job or batch")
-    s.add_argument("id")
-    s.add_argument("--json", action="store_true")
-    s = sub.add_parser("audit", help="every application of a custom_id, or every custom_id a batch applied")
-    s.add_argument("custom_id", nargs="?")
-    s.add_argument("--batch", metavar="BATCH_ID")
-    s.add_argument("--json", action="store_true")
-    sub.add_parser("verify", help="check and fold every record; exit 1 at the first bad one")
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Read the event ledger of a workspace: what each job and batch did, is doing and will do "
+        "next. Ids (jobs, batches) may be shortened to any prefix that names only one, as printed by status.",
+        epilog=f"Examples:\n  $ {prog} status\n  $ {prog} show job_2026\n  $ {prog} --root ~/ws status --json\n\n"
+        f"{EXIT_CODES}\n\nGuide: README.md; JSON fields: docs/json.md.",
+        parents=[common_options(subcommand=False)],
+        formatter_class=Formatter,
+        allow_abbrev=False,
+    )
+    add_version(p, prog)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = _subcommand(
+        sub,
+        "status",
+        prog,
+        "one line per job, its batches below",
+        "One line per job: its short id, what it runs, its state, items applied of all, failures, cost so far "
+        "and what happens next; below it, one line per batch: status, counts, ETA, cron entry. Fits the "
+        "terminal (80 columns in a pipe); --wide gives every column and whole ids, --json every field.",
+        f"Examples:\n  $ {prog} status\n  $ {prog} status --wide\n  $ {prog} status --json",
+    )
+    s = _subcommand(
+        sub,
+        "show",
+        prog,
+        "the timeline of events of a job or a batch",
+        "Every event the ledger recorded for a job (its batches' included) or for one batch, oldest first.",
+        f"Examples:\n  $ {prog} show job_20261201\n  $ {prog} show batch_5f2e --json",
+    )
+    s.add_argument("id", metavar="ID", help="a job or batch id, or any prefix of it that names only one")
+    s = _subcommand(
+        sub,
+        "audit",
+        prog,
+        "every application of an item, or every item a batch applied",
+        "Every time a custom_id (one request: review::<task>::<business>::<review> or "
+        "sample::<policy>::<business>) was applied, by which batch and job, at which attempt; or, with --batch, "
+        "every custom_id that batch applied. An item applied once shows once.",
+        f"Examples:\n  $ {prog} audit 'review::G1a::BIZ::REVIEW'\n  $ {prog} audit --batch batch_5f2e",
+    )
+    s.add_argument("custom_id", nargs="?", metavar="CUSTOM_ID", help="the id of one request, as in the batch files")
+    s.add_argument("--batch", metavar="BATCH_ID", help="a batch id (or a unique prefix of it) instead")
+    _subcommand(
+        sub,
+        "verify",
+        prog,
+        "check every record of the ledger",
+        "Check every record's checksum and sequence number. Exit 0 when sound (a torn last record, what a "
+        "crash mid-write leaves, is a warning: the next write sets it aside); 1 with the first bad record's "
+        "line otherwise.",
+        f"Example:\n  $ {prog} verify",
+    )
     for name, (configure, _) in hooks.commands.items():
-        configure(sub.add_parser(name, help=hooks.helps.get(name)))
+        s = _subcommand(sub, name, prog, "", "", "")
+        configure(s)
+        summary = re.split(r"[.:;](?:\s|$)", s.description or "", maxsplit=1)[0]
+        summary = hooks.helps.get(name) or summary[:1].lower() + summary[1:]
+        sub._choices_actions[-1].help = summary  # its line in the list of commands
     return p
 
 
@@ -286,6 +531,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m ledger", h
         if args.command in hooks.commands:
             return hooks.commands[args.command][1](args, ledger)
         return COMMANDS[args.command](args, ledger, hooks)
+    except UnknownId as exc:
+        print(f"{prog} {args.command}: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         return 0
     except Exception as exc:

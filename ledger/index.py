@@ -220,6 +220,18 @@ class Index:
         with closing(self._connect()) as db:
             return self._job_of(db, batch_id)
 
+    def ids(self, prefix: str = "") -> tuple[list[str], list[str]]:
+        """(job ids, batch ids) of the log that start with ``prefix``, each sorted; a range read of the index."""
+        self.catch_up()
+        bounds = (prefix, prefix + "\U0010ffff")
+        with closing(self._connect()) as db:
+            batches = {
+                r[0] for r in db.execute("SELECT batch_id FROM batches WHERE batch_id >= ? AND batch_id < ?", bounds)
+            }
+            refs = {r[0] for r in db.execute("SELECT DISTINCT ref FROM refs WHERE ref >= ? AND ref < ?", bounds)}
+        jobs = {r for r in refs - batches if not r.startswith("key:")}
+        return sorted(jobs), sorted(batches)
+
     def job_ids(self, key: str) -> Iterator[str]:
         for record in self.records_of(key_ref(key)):
             yield record.event.job_id  # type: ignore[union-attr]

@@ -81,13 +81,21 @@ class BatchState:
         return self.settled_at is not None
 
     def eta(self) -> datetime | None:
-        """When the batch should be done at the pace seen between the first and the last poll with progress."""
-        if self.progress_from is None or self.polled_at is None or self.status != "in_progress":
+        """When the batch should be done, at the pace seen so far.
+
+        The pace is measured between the first and the last poll that saw progress; when only one poll has seen
+        any (the service often reports the first counts already well along), from the batch's creation instead,
+        which counts its wait in the queue as time spent and so errs late rather than early.
+        """
+        if self.polled_at is None or self.status != "in_progress":
             return None
-        start, done_then = self.progress_from
         done, total = int(self.counts.get("completed", 0)), int(self.counts.get("total", 0))
-        elapsed = (self.polled_at - start).total_seconds()
-        if done <= done_then or elapsed <= 0 or total <= done:
+        if total <= done or done <= 0:
+            return None
+        start, done_then = self.progress_from or (self.created_at, 0)
+        if done <= done_then or self.polled_at <= start:
+            start, done_then = self.created_at, 0
+        if self.polled_at <= start:
             return None
         return self.polled_at + (total - done) * (self.polled_at - start) / (done - done_then)
 

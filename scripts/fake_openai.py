@@ -3,8 +3,8 @@
 Why it exists: the pipeline must be exercised end to end (upload, batch lifecycle, partial results,
 retries, crashes mid-call) without spending money or waiting 24 hours, and the tests must talk to it
 through the real ``openai`` SDK over real HTTP so that SDK behaviour (retries, pagination, streaming
-downloads, exception classes) is part of what is tested. The shapes follow
-``/work/shared/reference/openai_batch.md`` sections 1-4.
+downloads, exception classes) is part of what is tested. The shapes follow the OpenAI Files, Batches
+and Chat Completions APIs as they really behave (objects, statuses, request counts, result and error lines).
 
 Key design choices:
 

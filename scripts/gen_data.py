@@ -3,8 +3,8 @@
 
 Why this exists: the real Yelp-derived ADDM data cannot be shipped with the project, yet the pipelines,
 their tests and any rehearsal of a batch run need input with the real shapes and realistic sizes. This
-script writes, under a workspace root, everything the two pipelines read (reference ``addm.md`` §2-§5,
-CONTRACT §2):
+script writes, under a workspace root, everything the two pipelines read, in the formats of
+``docs/formats.md``:
 
 * ``data/context/<domain>/dataset_K<k>.jsonl``: the restaurants and their reviews;
 * ``data/tasks/<domain>/G1a.json``: the per-review allergy task (pipeline A);
@@ -16,7 +16,7 @@ Everything is drawn from one ``random.Random(seed)`` and no clock is read, so th
 byte-identical files (tests and benchmarks compare runs). Each file is written atomically (temp + rename)
 so a reader never sees a half-written input.
 
-Usage: ``python scripts/gen_data.py --root DIR [--restaurants 100] [--k 25] [--seed 0] [--domain yelp]``.
+Usage: ``python scripts/gen_data.py --root DIR [--restaurants 100] [--k 25] [--seed 0] [--domain yelp] [--force]``.
 """
 
 from __future__ import annotations
@@ -943,7 +943,7 @@ def _attributes(rng: random.Random, cuisine: Cuisine) -> dict[str, str]:
 
 
 def _business(rng: random.Random, used: set[str], cuisine: Cuisine, stars: float) -> dict[str, Any]:
-    """A business record with every field of reference §2, in the dump's field order."""
+    """A business record with every field of the upstream dataset, in the dump's field order."""
     city, state, lat, lon, postal = rng.choice(CITIES)
     word = rng.choice(cuisine.name_words)
     suffix = rng.choice(cuisine.name_suffixes)
@@ -1076,7 +1076,7 @@ def _json_bytes(obj: Any) -> bytes:
 def _ground_truth(
     domain: str, k: int, records: list[dict[str, Any]], planted: list[list[tuple[str, AllergyLabel]]]
 ) -> dict[str, Any]:
-    """The ground-truth file of reference §5, with the rules applied to the planted labels."""
+    """The ground-truth file (docs/formats.md), with the rules applied to the planted labels."""
     restaurants: dict[str, Any] = {}
     distribution = dict.fromkeys(VERDICTS, 0)
     for record, labels in zip(records, planted, strict=True):
@@ -1123,12 +1123,16 @@ def _ground_truth(
     }
 
 
-def generate(root: Path, *, n_restaurants: int = 100, k: int = 25, seed: int = 0, domain: str = "yelp") -> dict:
+def generate(
+    root: Path, *, n_restaurants: int = 100, k: int = 25, seed: int = 0, domain: str = "yelp", force: bool = False
+) -> dict:
     """Write a synthetic ADDM workspace under ``root`` and return what was written.
 
     Returns ``{"restaurants", "reviews", "allergy_reviews", "verdicts", "files", "paths"}``: counts, the
     verdict distribution, the number of files and their paths. Raises ValueError on arguments that would
-    give an unusable workspace (no restaurants, K < 1, a domain that is not a plain path component).
+    give an unusable workspace (no restaurants, K < 1, a domain that is not a plain path component), and
+    FileExistsError, before writing anything, when a file it would write exists with other content (the
+    user's own data, say) unless ``force``.
     """
     if n_restaurants < 1:
         raise ValueError(f"n_restaurants must be >= 1, got {n_restaurants}")
@@ -1156,6 +1160,10 @@ def generate(root: Path, *, n_restaurants: int = 100, k: int = 25, seed: int = 0
         root / "data" / "query" / domain / f"{POLICY_ID}_K{k}_prompt.txt": POLICY_PROMPT.format(k=k).encode(),
         root / "data" / "answers" / domain / f"{POLICY_ID}_K{k}_groundtruth.json": _json_bytes(gt),
     }
+    if not force:
+        for path, data in outputs.items():
+            if path.exists() and (not path.is_file() or path.read_bytes() != data):
+                raise FileExistsError(f"{path} exists and is not what this would write; --force replaces it")
     for path, data in outputs.items():
         _atomic_write(path, data)
     return {
@@ -1170,17 +1178,26 @@ def generate(root: Path, *, n_restaurants: int = 100, k: int = 25, seed: int = 0
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry: generate and print one summary line; bad arguments exit 2 with one line (argparse)."""
-    parser = argparse.ArgumentParser(description="Generate a deterministic synthetic ADDM workspace.")
+    parser = argparse.ArgumentParser(
+        description="Generate a deterministic synthetic ADDM workspace (synthetic data to try the tool on). "
+        "It refuses, writing nothing, when a file it would write already exists with other content."
+    )
     parser.add_argument("--root", type=Path, required=True, help="workspace root to write under")
     parser.add_argument("--restaurants", type=int, default=100, help="number of restaurants (default 100)")
     parser.add_argument("--k", type=int, default=25, help="max reviews per restaurant (default 25)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--domain", default="yelp", help="domain directory name (default yelp)")
+    parser.add_argument("--force", action="store_true", help="overwrite files that exist with other content")
     args = parser.parse_args(argv)
     try:
-        summary = generate(args.root, n_restaurants=args.restaurants, k=args.k, seed=args.seed, domain=args.domain)
+        summary = generate(
+            args.root, n_restaurants=args.restaurants, k=args.k, seed=args.seed, domain=args.domain, force=args.force
+        )
     except ValueError as exc:
         parser.error(str(exc))
+    except FileExistsError as exc:
+        print(f"gen_data: {exc}; nothing written", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"gen_data: cannot write under {args.root}: {exc}", file=sys.stderr)
         return 1

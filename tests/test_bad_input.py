@@ -66,7 +66,7 @@ def test_unknown_batch_id_is_refused(ws: Workspace) -> None:
     _refused(ws, ws.run("extract", "--task", "G1a", "--batch-id", "batch_nope"), "batch_nope")
 
 
-@pytest.mark.parametrize("flag", [["--k", "30"], ["--limit", "0"], ["--max-attempts", "x"], ["--replay"]])
+@pytest.mark.parametrize("flag", [["--k", "30"], ["--limit", "-1"], ["--max-attempts", "x"], ["--replay"]])
 def test_bad_flags_exit_2(ws: Workspace, flag: list[str]) -> None:
     result = ws.run("extract", "--task", "G1a", *flag)
     assert result.returncode == 2

@@ -131,29 +131,34 @@ def test_status_shows_every_column_for_jobs_in_every_state(ws: Workspace) -> Non
         0,
         batch_job["items"],
     )
-    assert batch_job["batches"][0]["batch_id"] == running and batch_job["batches"][0]["cron_entry"] is True
+    assert batch_job["batches"][0]["batch_id"] == running and batch_job["batches"][0]["cron"] is True
+    assert "cron_entry" not in batch_job["batches"][0]  # one field for one fact
     assert (scored["state"], scored["cron"], scored["applied"]) == ("finalized", False, 6)
     assert scored["saved_usd"] == pytest.approx(scored["cost_usd"])  # half price: saved as much as spent
 
-    piped = ws.run("ledger", "status")
-    header = piped.stdout.splitlines()[0].split()
+    wide = ws.run("ledger", "status", "--wide")
+    header = wide.stdout.splitlines()[0].split()
     assert header == [
-        "job",
-        "pipeline",
-        "target",
-        "mode",
-        "state",
-        "batches",
-        "applied",
-        "failed",
-        "pending",
-        "cron",
-        "age",
-        "cost",
-        "saved",
+        "JOB",
+        "PIPELINE",
+        "TARGET",
+        "MODE",
+        "MODEL",
+        "STATE",
+        "ITEMS",
+        "SUBMITTED",
+        "APPLIED",
+        "FAILED",
+        "PENDING",
+        "CRON",
+        "CREATED",
+        "AGE",
+        "COST",
+        "SAVED",
+        "NEXT",
     ]
-    assert len(piped.stdout.splitlines()) == 4
-    assert running in piped.stdout
+    assert len([line for line in wide.stdout.splitlines() if line.startswith("job_")]) == 3
+    assert f"  {running}  in_progress" in wide.stdout or f"  {running}  validating" in wide.stdout
 
 
 def test_dry_run_figures_match_what_a_real_submit_sends(ws: Workspace) -> None:

@@ -184,8 +184,9 @@ def test_staged_inputs_of_a_killed_submit_are_reported_by_doctor_and_swept_by_th
     left = sorted(staging.glob("**/*.jsonl"))
     assert len(left) > 1
     doctor = ws.run("ledger", "doctor", "--offline", "--crontab-file", str(ws.tab))
+    said = " ".join(doctor.stdout.split())  # findings wrap at 80 columns, between words only
     for path in left:
-        assert f"leftover-file: {path}: staged input of an interrupted submit" in doctor.stdout
+        assert f"leftover-file: {path}: staged input of an interrupted submit" in said
         assert f"fix: rm {path}" in doctor.stdout
     rerun = ws.run("extract", *TASK, *submit_args(ws, "--max-batch-requests", "40"))
     assert rerun.returncode == 0, rerun.stderr
@@ -254,7 +255,7 @@ def test_ondemand_requests_keep_flowing_while_an_apply_runs(ws: Workspace, monke
             pytest.fail("no request went out while the first apply ran")
         chunks.append(len(chunk))
 
-    def advance() -> None:
+    def advance(failed: bool = False) -> None:
         if ws.server.stats()["by_endpoint"].get("POST /v1/chat/completions", 0) >= len(items):
             all_asked.set()
 

@@ -1,6 +1,6 @@
 """Tests of scripts/gen_data.py, the synthetic ADDM workspace generator.
 
-Why: every other test and rehearsal builds on this data, so its shapes must match reference §2-§5 exactly,
+Why: every other test and rehearsal builds on this data, so its shapes must match docs/formats.md exactly,
 it must be reproducible byte for byte, and its ground truth must follow from what was planted.
 """
 
@@ -66,7 +66,7 @@ USER_FIELDS = {
 
 
 def _paths(root: Path, k: int = 25, domain: str = "yelp") -> dict[str, Path]:
-    """The four files of CONTRACT §2 that the generator must write."""
+    """The four files of the workspace layout (docs/formats.md) that the generator must write."""
     data = root / "data"
     return {
         "dataset": data / "context" / domain / f"dataset_K{k}.jsonl",
