@@ -268,13 +268,13 @@ def _settle(ctx: Context, pipeline: Pipeline, state: State, batch_id: str, kind:
 
 def _requeue(ctx: Context, job: JobState, batch: BatchState, ids: Sequence[str]) -> str:
     wanted = set(ids)
-    lines = ((c, raw) for c, raw in input_lines(ctx.ws.batch_dir(batch.batch_id) / "input.jsonl") if c in wanted)
-    limits = submit.Limits(**job.params.get("limits", {}))
     model = job.parts[batch.idem_key].model
+    path = ctx.ws.batch_dir(batch.batch_id) / "input.jsonl"
+    lines = ((c, raw, model) for c, raw in input_lines(path) if c in wanted)
+    limits = submit.Limits(**job.params.get("limits", {}))
     parts = submit.plan_parts(
         ctx,
         job.job_id,
-        model,
         lines,
         limits,
         first_index=len(job.parts),

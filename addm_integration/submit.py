@@ -62,10 +62,11 @@ class CronSpec:
         return cls(params["tabfile"], params["python"], params["module"], tuple(params["args"]))
 
 
-def batch_lines(items: Iterable[WorkItem]) -> Iterator[tuple[str, bytes]]:
+def batch_lines(items: Iterable[WorkItem]) -> Iterator[tuple[str, bytes, str]]:
+    """(custom_id, request line, model) of each item: the model decides which part the line may go in."""
     for item in items:
         line = {"custom_id": item.custom_id, "method": "POST", "url": openai_api.ENDPOINT, "body": item.body}
-        yield item.custom_id, orjson.dumps(line) + b"\n"
+        yield item.custom_id, orjson.dumps(line) + b"\n", str(item.body.get("model", ""))
 
 
 def ids_digest(custom_ids: Iterable[str]) -> str:
@@ -103,24 +104,27 @@ class _StagedPart:
 def plan_parts(
     ctx: Context,
     job_id: str,
-    model: str,
-    lines: Iterable[tuple[str, bytes]],
+    lines: Iterable[tuple[str, bytes, str]],
     limits: Limits,
     *,
     first_index: int,
     attempt: int,
     source_batch: str | None = None,
 ) -> list[PartPlanned]:
-    """Write (custom_id, request line) pairs as staged JSONL parts within the limits; nothing is sent.
+    """Write (custom_id, request line, model) triples as staged JSONL parts; nothing is sent.
 
-    Duplicate custom_ids and requests larger than a whole batch are refused here, before anything is uploaded.
+    The one split rule: a part holds one model's lines (the service fails a batch of mixed models) within the
+    request and byte limits. Duplicate custom_ids and requests larger than a whole batch are refused here, before
+    anything is uploaded.
     """
     staging = ctx.ws.staging_dir
     staging.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
     staged: list[_StagedPart] = []
+    models: list[str] = []
+    filling: dict[str, _StagedPart] = {}
     try:
-        for custom_id, line in lines:
+        for custom_id, line, model in lines:
             if custom_id in seen:
                 raise BadInput(f"duplicate custom_id {custom_id!r} in the work list; nothing was sent")
             seen.add(custom_id)
@@ -129,24 +133,25 @@ def plan_parts(
                     f"request {custom_id!r} is {len(line):,} bytes, over the batch limit of "
                     f"{limits.max_bytes:,}; nothing was sent"
                 )
-            if not staged or not staged[-1].fits(line, limits):
-                if staged:
-                    staged[-1].close()
+            part = filling.get(model)
+            if part is None or not part.fits(line, limits):
+                if part is not None:
+                    part.close()
                 idem = f"{job_id}-{first_index + len(staged):03d}-{secrets.token_hex(4)}"
-                staged.append(_StagedPart(staging / f"{idem}.jsonl"))
-            staged[-1].write(custom_id, line)
-        if staged:
-            staged[-1].close()
+                part = filling[model] = _StagedPart(staging / f"{idem}.jsonl")
+                staged.append(part)
+                models.append(model)
+            part.write(custom_id, line)
+        for part in filling.values():
+            part.close()
     except BaseException:
         for part in staged:
             part.file.close()
             part.path.unlink(missing_ok=True)
         raise
     return [
-        PartPlanned(
-            job_id, p.path.stem, len(p.ids), p.size, attempt, str(p.path), model, source_batch, ids_digest(p.ids)
-        )
-        for p in staged
+        PartPlanned(job_id, p.path.stem, len(p.ids), p.size, attempt, str(p.path), m, source_batch, ids_digest(p.ids))
+        for p, m in zip(staged, models, strict=True)
     ]
 
 
@@ -283,7 +288,7 @@ def submit(ctx: Context, pipeline: Pipeline, params: Mapping[str, Any], limits: 
         check_cron_prerequisites(ctx, spec)
         job_id, created = create_job(ctx, pipeline, MODE, {**params, "base_url": creds.base_url})
         lines = batch_lines(pipeline.work(job_id))
-        parts = plan_parts(ctx, job_id, pipeline.model, lines, limits, first_index=0, attempt=1)
+        parts = plan_parts(ctx, job_id, lines, limits, first_index=0, attempt=1)
         if not parts:
             return None, f"{pipeline.name}: nothing to do, every result is already stored"
         n = sum(p.n_items for p in parts)

@@ -259,7 +259,7 @@ def _apply_workspace(root: Path, n_lines: int) -> str:
     batch_dir.mkdir(parents=True)
     ids = []
     with open(batch_dir / "input.jsonl", "wb") as inp, open(batch_dir / "output.jsonl", "wb") as out:
-        for n, (cid, raw) in enumerate(batch_lines(pipeline.work(job_id))):
+        for n, (cid, raw, _) in enumerate(batch_lines(pipeline.work(job_id))):
             if n == n_lines:
                 break
             ids.append(cid)
@@ -390,7 +390,7 @@ def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int
             count = sum(sizes[:limit])
             pipeline.limit = limit
             requests = Path(tmp) / "requests.jsonl"
-            requests.write_bytes(b"".join(raw for _, raw in batch_lines(pipeline.work(None))))
+            requests.write_bytes(b"".join(raw for _, raw, _ in batch_lines(pipeline.work(None))))
             env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
             # Both timed as whole processes (interpreter, imports, reading the requests, the calls).
             start = time.perf_counter()
