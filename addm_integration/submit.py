@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from addm_integration import credentials, failpoints, openai_api
+from addm_integration import credentials, failpoints, openai_api, pacing
 from addm_integration.context import Context, create_job
 from addm_integration.cron import SCHEDULE, CronTable, cron_supported, fetch_command
 from addm_integration.errors import BadInput
@@ -228,10 +228,15 @@ def log_path(ctx: Context, batch_id: str) -> Path:
 
 
 def send_pending_parts(ctx: Context, job_id: str) -> list[str]:
-    """Send every planned part of the job that has no batch yet; return the new batch ids."""
+    """Send the job's planned parts that have no batch yet and fit in the queue now; return the new batch ids.
+
+    What does not fit waits: a later run of the job (a cron run of any of its batches) sends it.
+    """
     state = ctx.job_state(job_id)
     job = state.jobs[job_id]
-    pending = [p for p in job.parts.values() if p.batch_id is None]
+    if all(p.batch_id is not None for p in job.parts.values()):
+        return []
+    pending = pacing.admit(ctx.state(), job, job.params.get("max_enqueued_tokens"))
     if not pending:
         return []
     creds = credentials.resolve(ctx.ws.root, base_url=job.params.get("base_url"))
@@ -295,4 +300,6 @@ def submit(ctx: Context, pipeline: Pipeline, params: Mapping[str, Any], limits: 
         ctx.record(replace(created, n_items=n), *parts)
         batches = send_pending_parts(ctx, job_id)
         how = "cron polls every 5 minutes" if spec else f"poll with --batch-id {batches[0]}" if batches else ""
-        return job_id, f"submitted {n} requests as {', '.join(batches)} (job {job_id}); {how}"
+        wait = pacing.waiting(ctx.job_state(job_id).jobs[job_id])
+        room = f"; {wait} more part(s) wait for room under --max-enqueued-tokens, sent as batches end" if wait else ""
+        return job_id, f"submitted {n} requests as {', '.join(batches)} (job {job_id}); {how}{room}"

@@ -467,6 +467,7 @@ class _Batch:
     outcome: _Outcome
     lines: list[dict[str, Any]] | None = None
     cancel_fraction: float = 0.0
+    tokens: int = 0  # estimated input tokens, counted against the enqueued-token cap while the batch runs
 
 
 @dataclass
@@ -682,6 +683,9 @@ class FakeOpenAI:
         self.latency_ms = int(latency_ms)
         self.api_key = api_key
         self.port = int(port)
+        #: Cap on the input tokens of a model's validated, unfinished batches (the service's "enqueued token
+        #: limit"); a batch that would go over it fails at validation with ``token_limit_exceeded``. None: no cap.
+        self.enqueued_token_limit: int | None = None
         #: Wall clock; tests may replace it to walk a batch through its phases without sleeping.
         self._time: Callable[[], float] = time.time
         self._lock = threading.RLock()
@@ -1183,6 +1187,10 @@ class FakeOpenAI:
         if errors:
             self._fail(batch, errors, at)
             return False
+        batch.tokens = sum(math.ceil(len(_message_text(line["body"].get("messages") or [])) / 4) for line in lines)
+        if self.enqueued_token_limit is not None and self._enqueued(batch, model) > self.enqueued_token_limit:
+            self._fail(batch, [self._token_limit_error(batch)], at)
+            return False
         batch.lines = lines
         batch.obj.update(
             status="in_progress",
@@ -1192,13 +1200,25 @@ class FakeOpenAI:
         )
         return True
 
-    @staticmethod
-    def _token_limit_error(batch: _Batch) -> dict[str, Any]:
+    def _enqueued(self, batch: _Batch, model: str | None) -> int:
+        """Input tokens of ``model``'s running batches with this one: earlier batches are validated first."""
+        total = batch.tokens
+        for batch_id in self._batch_order:
+            other = self._batches[batch_id]
+            if other is batch:
+                break
+            self._advance(other)
+            if other.obj["status"] in ("in_progress", "finalizing") and other.obj["model"] == model:
+                total += other.tokens
+        return total
+
+    def _token_limit_error(self, batch: _Batch) -> dict[str, Any]:
         _, model, _ = parse_batch_input(batch.input_data, batch.obj["endpoint"])
+        limit = self.enqueued_token_limit if self.enqueued_token_limit is not None else 2_000_000
         return _batch_error(
             "token_limit_exceeded",
             f"Enqueued token limit reached for {model or 'the model'} in organization org-fake. "
-            "Limit: 2,000,000 enqueued tokens. Please try again once some in_progress batches have been completed.",
+            f"Limit: {limit:,} enqueued tokens. Please try again once some in_progress batches have been completed.",
         )
 
     def _fail(self, batch: _Batch, errors: list[dict[str, Any]], at: int) -> None:
@@ -1368,9 +1388,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=None, help="require this bearer key (default: any non-empty)")
     parser.add_argument("--url-file", default=None, help="also write the base url to this file")
     parser.add_argument("--fail-fraction", type=float, default=0.0, help="share of batch lines that get a 500")
+    parser.add_argument(
+        "--enqueued-token-limit",
+        type=int,
+        default=None,
+        help="per model: fail a batch with token_limit_exceeded when the input tokens of the running batches "
+        "would go over this (default: no cap)",
+    )
     args = parser.parse_args(argv)
 
     server = FakeOpenAI(args.batch_delay, args.latency_ms, args.api_key, port=args.port)
+    server.enqueued_token_limit = args.enqueued_token_limit
     if args.fail_fraction > 0:
         server.set_default_outcome(fail_fraction=args.fail_fraction)
     stop = threading.Event()
