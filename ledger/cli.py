@@ -63,12 +63,15 @@ def status_rows(state: State, now: datetime) -> list[dict[str, Any]]:
             for b in state.batches_of(job.job_id)
         ]
         failed = len(job.failures)
+        sent = sum(p.batch_id is not None for p in job.parts.values())
+        parts = {"sent": sent, "waiting": len(job.parts) - sent, "done": sum(b["settled"] for b in batches)}
+        params = job.params.get("pipeline", {})
         rows.append(
             {
                 "job_id": job.job_id,
                 "pipeline": job.pipeline,
                 "mode": job.mode,
-                "target": job.params.get("pipeline", {}).get("task") or job.params.get("pipeline", {}).get("policy"),
+                "target": params.get("task") or params.get("policy") or ",".join(params.get("topics", ())) or None,
                 "state": "finalized" if job.finalized else "running",
                 "items": job.n_items,
                 "submitted": job.submitted,
@@ -76,6 +79,7 @@ def status_rows(state: State, now: datetime) -> list[dict[str, Any]]:
                 "failed": failed,
                 "pending": max(job.n_items - job.applied - failed, 0) if not job.finalized else 0,
                 "batches": batches,
+                "parts": parts,  # sent, waiting for room in the queue, done (their batch settled)
                 "cron": any(b.cron for b in state.batches_of(job.job_id)),
                 "created_at": format_ts(job.created_at),
                 "age": _age(job.created_at, now),
@@ -132,6 +136,8 @@ def cmd_status(args: Any, ledger: Ledger, hooks: Hooks) -> int:
     table = []
     for r in rows:
         batches = ", ".join(_batch_cell(b) for b in r["batches"]) or "-"
+        if r["parts"]["waiting"]:
+            batches += f"; parts {r['parts']['sent']} sent, {r['parts']['waiting']} waiting for room"
         line = [r["job_id"], r["pipeline"], r["target"], r["mode"], r["state"], batches]
         line += [f"{r['applied']}/{r['items']}", r["failed"], r["pending"], "yes" if r["cron"] else "no", r["age"]]
         line += [("?" if r[k] is None else f"${r[k]:.4f}") for k in extra]

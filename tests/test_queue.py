@@ -25,6 +25,9 @@ def test_a_queue_capped_at_two_parts_finishes_the_job_through_cron_runs_alone(ws
     assert first.returncode == 0, first.stderr
     assert "1 more part(s) wait for room" in first.stdout
     assert len(ws.batches()) == 2
+    (job,) = ws.ledger_json("status")
+    assert job["parts"] == {"sent": 2, "waiting": 1, "done": 0}
+    assert "1 waiting for room" in ws.run("ledger", "status").stdout
 
     refused = runs = 0
     while ws.cron_lines() and runs < 40:
