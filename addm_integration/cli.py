@@ -18,6 +18,7 @@ from addm_integration import fetch, ondemand, pacing, prices, submit
 from addm_integration.context import Context
 from addm_integration.errors import AddmError, BadInput, Transient
 from addm_integration.pipeline import Pipeline
+from ledger.cli import RootMissing, find_root
 from ledger.log import LedgerBusy
 
 _MODES = """\
@@ -29,6 +30,10 @@ ondemand (default): live calls, --concurrency at once; results applied as they c
   requeues what is retryable, finalizes the job and removes its entry. Logs: data/logs/<batch_id>.log.
   The key comes from the environment or <root>/.env (chmod 600), never from the cron line."""
 
+# Flags that only mean something for --llm-mode 24hrbatch: given to an ondemand run they are refused, not ignored.
+# The split limits also shape a dry run's batch count, so they are accepted there.
+_BATCH_ONLY = ("--batch-id", "--crontab-file", "--no-cron", "--wait", "--poll-interval", "--replay", "--max-attempts")
+_SPLIT_LIMITS = ("--max-batch-requests", "--max-batch-bytes")
 _NOT_FOR_CRON = {"--wait": 0, "--dry-run": 0, "--replay": 0, "--root": 1, "--crontab-file": 1, "--batch-id": 1}
 
 
@@ -67,8 +72,8 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
         type=llm_mode,
         choices=("ondemand", "24hrbatch"),
         metavar="{ondemand,24hrbatch}",
-        default="ondemand",
-        help="default: ondemand; --mode is the same flag and batch the same as 24hrbatch (upstream's names)",
+        help="default: ondemand (24hrbatch with --batch-id); --mode is the same flag and batch the same as "
+        "24hrbatch (upstream's names)",
     )
     p.add_argument("--batch-id", help="fetch-only: check this batch; when done apply, finalize, remove its cron entry")
     p.add_argument("--root", help="workspace root (env ADDM_ROOT, default: the current directory)")
@@ -121,9 +126,14 @@ def run(
     args = p.parse_args(argv)
     if args.replay and not args.batch_id:
         p.error("--replay needs --batch-id")
-    root = Path(args.root or os.environ.get("ADDM_ROOT") or ".").resolve()
     try:
-        message = _dispatch(Context.open(root), args, argv, cls, build)
+        args.llm_mode = args.llm_mode or ("24hrbatch" if args.batch_id else "ondemand")
+        if args.llm_mode == "ondemand":
+            _refuse_batch_flags(argv, args.dry_run)
+        message = _dispatch(Context.open(find_root(args.root)), args, argv, cls, build)
+    except RootMissing as exc:
+        print(f"{p.prog}: {exc}", file=sys.stderr)
+        return BadInput.exit_code
     except AddmError as exc:
         print(f"{p.prog}: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -136,6 +146,13 @@ def run(
     if message:
         print(message)
     return 0
+
+
+def _refuse_batch_flags(argv: Sequence[str], dry_run: bool) -> None:
+    flags = _BATCH_ONLY if dry_run else _BATCH_ONLY + _SPLIT_LIMITS
+    given = [f for f in flags if any(token == f or token.startswith(f + "=") for token in argv)]
+    if given:
+        raise BadInput(f"{', '.join(given)}: only for --llm-mode 24hrbatch; an ondemand run would ignore it")
 
 
 def _dispatch(ctx: Context, args: Any, argv: list[str], cls: type[Pipeline], build: Callable[..., Pipeline]) -> str:
@@ -180,6 +197,10 @@ def _wait(ctx: Context, cls: type[Pipeline], job_id: str, interval: float, first
                 said = fetch.fetch(ctx, cls, batch.batch_id)
                 if said:
                     print(said, flush=True)
-        if ctx.job_state(job_id).jobs[job_id].finalized:
+        state = ctx.job_state(job_id)
+        job = state.jobs[job_id]
+        if job.finalized:
             return ""
+        if fetch.job_complete(state, job) or job.abandoned:  # nothing more can come: the message said what to do
+            raise Transient(f"job {job_id} ended without a result; run the same command to continue it")
         time.sleep(interval)

@@ -7,6 +7,7 @@ with the history of the workspace; only the whole-workspace readings (status, sh
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -64,7 +65,7 @@ class Context:
             job_ids = list(self.index.job_ids(key))
         for job_id in reversed(job_ids):
             job = self.job_state(job_id).jobs[job_id]
-            if job.mode == mode and not job.finalized:
+            if job.mode == mode and job.open:
                 return job
         return None
 
@@ -77,9 +78,40 @@ class Context:
 
     def job_lock(self, key: str, timeout: float) -> FileLock:
         """One lock per job identity: the submit, the fetches and the finalize of a job never overlap."""
-        locks = self.ws.ledger_dir / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(locks / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"), timeout=timeout)
+        path = self._lock_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(path), timeout=timeout)
+
+    def _lock_path(self, key: str) -> Path:
+        return self.ws.ledger_dir / "locks" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
+
+    def run_alive(self, key: str) -> bool:
+        """Whether a run holds the job's lock right now; a reading that creates no file and takes no lock for long."""
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): a run without its end is taken as gone
+            return False
+        try:
+            fd = os.open(self._lock_path(key), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # closing releases a lock this reading took
+        return False
+
+    def previous_job(self, key: str) -> JobState | None:
+        """The last job of this identity that is over (finalized or abandoned): what a new one starts from."""
+        with _corrupt_is_exit_1():
+            job_ids = list(self.index.job_ids(key))
+        for job_id in reversed(job_ids):
+            job = self.job_state(job_id).jobs[job_id]
+            if not job.open:
+                return job
+        return None
 
     @staticmethod
     def try_acquire(lock: FileLock) -> bool:

@@ -159,9 +159,7 @@ def cancel(ctx: Context, batch_id: str) -> str:
     state = ctx.state()
     urls = sorted({job.params.get("base_url") for job in state.jobs.values() if job.params.get("base_url")}) or [None]
     creds = credentials.resolve(ctx.ws.root, base_url=urls[0])
-    api = openai_api.client(creds)
-    with openai_api.api_call(f"cancel of {batch_id}", creds):
-        batch = api.batches.cancel(batch_id)
+    batch = openai_api.cancel(openai_api.client(creds), creds, batch_id)
     return f"{batch_id}: {batch.status}"
 
 

@@ -214,6 +214,9 @@ class Extract:
         reviews = self.reviews(job.job_id)
         return {"cache": str(self.cache.path), "judgments": len(reviews) - len(job.failures), "reviews": len(reviews)}
 
+    def nothing_to_do(self) -> str:
+        return f"extract {self.task_id}: nothing to do, every review already has a judgment in {self.cache.path}"
+
     def summary(self, job: JobState) -> str:
         out = job.outputs
         missing = out.get("reviews", 0) - out.get("judgments", 0)

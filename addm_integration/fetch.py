@@ -75,6 +75,8 @@ def fetch(ctx: Context, pipeline_cls: type[Pipeline], batch_id: str, *, replay: 
     job = state.jobs[batch.job_id]
     if job.pipeline != pipeline_cls.name:
         raise BadInput(f"batch {batch_id} belongs to a {job.pipeline} job, not {pipeline_cls.name}")
+    if job.abandoned and not replay:
+        return _forget(ctx, job, batch)
     if not replay and batch.settled and job.finalized and not batch.cron and not _stray_entry(job, batch_id):
         return None
     lock = ctx.job_lock(job.key, timeout=0)
@@ -87,6 +89,16 @@ def fetch(ctx: Context, pipeline_cls: type[Pipeline], batch_id: str, *, replay: 
         return _advance(ctx, pipeline, batch_id)
     finally:
         lock.release()
+
+
+def _forget(ctx: Context, job: JobState, batch: BatchState) -> str | None:
+    """A batch of an abandoned job: nothing is fetched or applied; an entry left behind is taken out, once."""
+    table = submit.job_cron_table(job)
+    removed = table is not None and table.remove(batch.batch_id)
+    if removed or batch.cron:
+        ctx.record(CronRemoved(batch.batch_id))
+        return f"batch {batch.batch_id}: job {job.job_id} was abandoned; nothing applied, its cron entry removed"
+    return None
 
 
 def _state(ctx: Context, batch_id: str) -> State:
@@ -128,7 +140,9 @@ def _after_settle(ctx: Context, pipeline: Pipeline, batch_id: str) -> list[str]:
             said.append(f"submitted {', '.join(sent)}")
     state = _state(ctx, batch_id)
     job = state.jobs[job.job_id]
-    if not job.finalized and job_complete(state, job):
+    if not job.finalized and job_complete(state, job) and job.applied == 0:
+        said.append(nothing_got_through(job))
+    elif not job.finalized and job_complete(state, job):
         failpoints.hit("before-finalize")
         event = finalize(pipeline, job)
         failpoints.hit("after-finalize-write")
@@ -151,6 +165,14 @@ def _keeps_entry(state: State, job: JobState, batch_id: str) -> bool:
     if not pacing.waiting(job):
         return False
     return not any(not b.settled for b in state.batches_of(job.job_id) if b.batch_id != batch_id)
+
+
+def nothing_got_through(job: JobState) -> str:
+    """A job whose batches all ended without one result keeps every file as it was and stays open for its command."""
+    return (
+        f"job {job.job_id}: nothing got through, nothing was finalized (cache and results as they were); "
+        f"run the same submit command to send what is missing"
+    )
 
 
 def _stray_entry(job: JobState, batch_id: str) -> bool:

@@ -35,9 +35,15 @@ def read_json(path: Path, what: str) -> Any:
 
 
 def read_dataset(path: Path) -> Iterator[dict[str, Any]]:
-    """The restaurant records, one per line, each checked for the fields the pipelines use."""
+    """The restaurant records, one per line, each checked for the fields the pipelines use.
+
+    A restaurant or review seen twice is refused with both lines: it would be paid for twice, and its results
+    would overwrite each other.
+    """
     if not path.is_file():
         raise BadInput(f"{path}: dataset not found (generate one with scripts/gen_data.py --root DIR)")
+    restaurants: dict[str, int] = {}
+    reviews: dict[str, int] = {}
     with path.open("rb") as f:
         for number, raw in enumerate(f, 1):
             if not raw.strip():
@@ -53,11 +59,19 @@ def read_dataset(path: Path) -> Iterator[dict[str, Any]]:
                     raise BadInput(f"{path}: line {number}: missing field {field!r}")
             if not isinstance(record["reviews"], list):
                 raise BadInput(f"{path}: line {number}: field 'reviews' is not a list")
+            first = restaurants.setdefault(str(record["business_id"]), number)
+            if first != number:
+                raise BadInput(f"{path}: line {number}: business_id {record['business_id']!r} already on line {first}")
             for i, review in enumerate(record["reviews"]):
                 if not isinstance(review, dict) or not isinstance(review.get("review_id"), str):
                     raise BadInput(f"{path}: line {number}: reviews[{i}] has no string 'review_id'")
                 if not isinstance(review.get("text"), str):
                     raise BadInput(f"{path}: line {number}: reviews[{i}] has no string 'text'")
+                first = reviews.get(review["review_id"])
+                if first is not None:
+                    where = f"already on line {first}" if first != number else "twice on this line"
+                    raise BadInput(f"{path}: line {number}: review_id {review['review_id']!r} {where}")
+                reviews[review["review_id"]] = number
             yield record
 
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from addm_integration import doctor, prices
+from addm_integration import abandon, doctor, prices
 from addm_integration.context import Context
 from addm_integration.errors import AddmError
 from addm_integration.submit import job_cron_table
@@ -56,8 +56,25 @@ def _doctor(args: Any, ledger: Ledger) -> int:
         return exc.exit_code
 
 
+def _abandon(args: Any, ledger: Ledger) -> int:
+    try:
+        return abandon.run(args, Context.open(ledger.dir.parent.parent))
+    except AddmError as exc:
+        print(f"addm-ledger abandon: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _alive(ledger: Ledger, job: JobState) -> bool:
+    return Context.open(ledger.dir.parent.parent).run_alive(job.key)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    hooks = cli.Hooks(status_fields=_status_fields, commands={"doctor": (_doctor_flags, _doctor)})
+    hooks = cli.Hooks(
+        status_fields=_status_fields,
+        commands={"doctor": (_doctor_flags, _doctor), "abandon": (abandon.configure, _abandon)},
+        alive=_alive,
+        helps={"abandon": "give a job up: entries removed, batches cancelled with --cancel, results kept"},
+    )
     return cli.main(argv, prog="addm-ledger", hooks=hooks)
 
 

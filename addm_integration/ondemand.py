@@ -19,9 +19,11 @@ from addm_integration import credentials, openai_api
 from addm_integration.context import Context, create_job
 from addm_integration.credentials import Credentials
 from addm_integration.errors import BadInput, Transient
-from addm_integration.outcomes import Outcome, from_body, from_exception
+from addm_integration.outcomes import Outcome, from_body, from_exception, reached
 from addm_integration.pipeline import Pipeline, WorkItem, apply_outcomes, finalize
 from addm_integration.progress import progress
+from ledger.events import RunEnded, RunStarted, ServiceReached
+from ledger.reducer import JobState
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -82,7 +84,11 @@ def run(
 
 
 def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
-    """Run the open ondemand job of this identity (or a new one) to its end: call, apply in chunks, finalize."""
+    """Run the open ondemand job of this identity (or a new one) to its end: call, apply in chunks, finalize.
+
+    A run that got nothing through finalizes nothing: the cache and results files stay as they were and the job
+    stays open, so the same command continues it.
+    """
     lock = ctx.job_lock(pipeline.key(), timeout=0)
     if not ctx.try_acquire(lock):
         raise BadInput(f"another run of this {pipeline.name} job is in progress in {ctx.ws.root}")
@@ -94,32 +100,67 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
             job_id, created = create_job(ctx, pipeline, MODE, {})
             items = list(pipeline.work(job_id))
             if not items:
-                return f"{pipeline.name}: nothing to do, every result is already stored"
-            ctx.record(replace(created, n_items=len(items)))
+                return pipeline.nothing_to_do()
+            ctx.record(replace(created, n_items=len(items)), RunStarted(job_id))
+            said = f"sent {len(items)} requests (job {job_id})"
         else:
             job_id = job.job_id
+            creds = credentials.resolve(ctx.ws.root, base_url=job.params.get("base_url"))
+            openai_api.require_key(creds)
             items = list(pipeline.work(job_id))
-            creds = credentials.resolve(ctx.ws.root)
-        job = ctx.job_state(job_id).jobs[job_id]
-        reasons: Counter[str] = Counter()
-        transient = applied = 0
-
-        def flush(chunk: list[Outcome]) -> None:
-            nonlocal transient, applied
-            result, events = apply_outcomes(pipeline, job, chunk, batch_id=None, attempt=1)
-            ctx.record(*events)
-            reasons.update(reason for _, reason, _ in result.failures)
-            transient += sum(retryable for _, _, retryable in result.failures)
-            applied += len(result.applied)
-
-        run(creds, items, len(items), concurrency, flush)
-        ctx.record(finalize(pipeline, ctx.job_state(job_id).jobs[job_id]))
-        top = ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common(3))
-        if items and not applied and transient == len(items):  # nothing got through: the service, not the data
-            raise Transient(f"all {len(items)} requests failed ({top}); the next run retries them")
-        said = pipeline.summary(ctx.job_state(job_id).jobs[job_id])
-        if reasons:
-            said += f"\n{reasons.total()} requests failed ({top}); run the same command again to retry them"
-        return said
+            ctx.record(RunStarted(job_id))
+            said = f"continued job {job_id}: sent the {len(items)} requests it still lacked"
+        return _run_job(ctx, pipeline, ctx.job_state(job_id).jobs[job_id], creds, items, concurrency, said)
     finally:
         lock.release()
+
+
+def _run_job(
+    ctx: Context,
+    pipeline: Pipeline,
+    job: JobState,
+    creds: Credentials,
+    items: list[WorkItem],
+    concurrency: int,
+    said: str,
+) -> str:
+    """Call, apply in chunks, finalize unless nothing got through; record how the run ended whatever happens."""
+    reasons: Counter[str] = Counter()
+    transient = applied = 0
+    pinned = bool(job.params.get("base_url"))
+    ended = "interrupted"
+
+    def flush(chunk: list[Outcome]) -> None:
+        nonlocal transient, applied, pinned
+        result, events = apply_outcomes(pipeline, job, chunk, batch_id=None, attempt=1)
+        if not pinned and any(reached(o) for o in chunk):  # the URL that answered is the job's from now on
+            events.append(ServiceReached(job.job_id, creds.base_url))
+            pinned = True
+        ctx.record(*events)
+        reasons.update(reason for _, reason, _ in result.failures)
+        transient += sum(retryable for _, _, retryable in result.failures)
+        applied += len(result.applied)
+
+    try:
+        run(creds, items, len(items), concurrency, flush)
+        top = ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common(3))
+        if items and not applied:  # nothing got through: keep every file as it was, leave the job open
+            if transient == len(items):
+                ended = "unreachable"
+                raise Transient(
+                    f"all {len(items)} requests to {creds.base_url} failed ({top}); nothing was written, "
+                    f"the next run retries them"
+                )
+            ended = "nothing"
+            raise BadInput(
+                f"all {len(items)} requests failed ({top}); nothing was written: fix the cause, then run the "
+                f"same command to continue"
+            )
+        ctx.record(finalize(pipeline, ctx.job_state(job.job_id).jobs[job.job_id]))
+        ended = "finalized"
+    finally:
+        ctx.record(RunEnded(job.job_id, ended))
+    said += "\n" + pipeline.summary(ctx.job_state(job.job_id).jobs[job.job_id])
+    if reasons:
+        said += f"\n{reasons.total()} requests failed ({top}); run the same command again to retry them"
+    return said

@@ -27,6 +27,7 @@ ENDPOINT = "/v1/chat/completions"
 IDEM_METADATA_KEY = "addm_idem_key"
 JOB_METADATA_KEY = "addm_job_id"
 RETRYABLE_STATUS = frozenset({408, 429})
+UNANSWERED = frozenset({"timed out", "connection failed"})  # describe()'s words for a call nobody answered
 _SECRET = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
 
 
@@ -138,6 +139,11 @@ def find_batch(api: OpenAI, creds: Credentials, idem_key: str, not_before: float
 def retrieve(api: OpenAI, creds: Credentials, batch_id: str) -> Batch:
     with api_call(f"status check of {batch_id}", creds):
         return api.batches.retrieve(batch_id)
+
+
+def cancel(api: OpenAI, creds: Credentials, batch_id: str) -> Batch:
+    with api_call(f"cancel of {batch_id}", creds):
+        return api.batches.cancel(batch_id)
 
 
 def download(api: OpenAI, creds: Credentials, file_id: str, dest: Path) -> dict[str, Any]:

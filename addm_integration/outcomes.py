@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from addm_integration.openai_api import describe, redact, retryable_status
+from addm_integration.openai_api import UNANSWERED, describe, redact, retryable_status
 
 RETRYABLE_CODES = frozenset({"batch_expired", "request_timeout"})
 
@@ -80,6 +80,11 @@ def from_exception(custom_id: str, exc: BaseException, secret: str | None) -> Ou
     if isinstance(exc, openai.APIStatusError):
         return Outcome(custom_id, error=describe(exc, secret), retryable=retryable_status(exc.status_code))
     return Outcome(custom_id, error=describe(exc, secret), retryable=False)
+
+
+def reached(outcome: Outcome) -> bool:
+    """Whether the service answered at all (any status): a job is pinned to the first URL that did."""
+    return outcome.error not in UNANSWERED
 
 
 def unparsable(outcome: Outcome, why: str) -> Outcome:

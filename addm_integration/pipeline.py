@@ -73,6 +73,10 @@ class Pipeline(Protocol):
         """One line for the user once the job is finalized."""
         ...
 
+    def nothing_to_do(self) -> str:
+        """One line for a command whose every result is already stored: where they are."""
+        ...
+
 
 def sum_usage(outcomes: Iterable[Outcome]) -> dict[str, int]:
     """Tokens billed: every answer that came back counts, also one the pipeline could not use."""

@@ -160,6 +160,7 @@ class Baseline:
     model: str = "gpt-5-nano"
     dev: bool = False
     run_dir: str = ""
+    rerun: bool = field(default=False, compare=False)  # ask again even for restaurants a finished run answered
     _records: dict[str, Mapping[str, Any]] | None = field(default=None, repr=False)
     _asked: Asked | None = field(default=None, repr=False)
     _sent: dict[str, Any] | None = field(default=None, repr=False)
@@ -264,16 +265,38 @@ class Baseline:
         return {b: (name, chars) for b, name, chars in self.sent(job_id)["restaurants"]}
 
     def work(self, job_id: str | None) -> Iterator[WorkItem]:
+        """The restaurants without a verdict: of this job, or for a new job those the last finished run lacked."""
         asked, snapshot = self.asked, self._snapshot()
-        rows = self.load_rows(job_id) if job_id is not None else {}
+        own = job_id is not None and self.rows_path(job_id).exists()
+        rows = self.load_rows(job_id) if own and job_id is not None else self._earlier_successes()
         path = self.snapshot_path(job_id) if job_id is not None else None
         for business_id, record in self.records.items():
             if "error" not in rows.get(business_id, {"error": None}):
                 continue
-            if path is not None:  # saved with the first item: a job with nothing to do leaves no file
-                atomic_write(path, orjson.dumps(snapshot))
+            if path is not None and job_id is not None:  # saved with the first item: a job with nothing to do
+                atomic_write(path, orjson.dumps(snapshot))  # leaves no file
+                if not own:  # the rows this job starts from
+                    atomic_write(self.rows_path(job_id), orjson.dumps(rows))
                 self._sent, path = snapshot, None
             yield WorkItem(SampleId(self.policy, business_id).encode(), request_body(record, asked, self.model))
+
+    def _earlier_successes(self) -> dict[str, dict[str, Any]]:
+        """The rows with a verdict of the last run of this selection that is over; none with ``--rerun``."""
+        earlier = None if self.rerun else self.ctx.previous_job(self.key())
+        if earlier is None:
+            return {}
+        rows = self.load_rows(earlier.job_id)
+        return {b: row for b, row in rows.items() if b in self.records and "error" not in row}
+
+    def nothing_to_do(self) -> str:
+        earlier = self.ctx.previous_job(self.key())
+        where = earlier.outputs.get("results") if earlier is not None else None
+        if not where:
+            return f"run_baseline {self.policy}: nothing to do, the selection has no restaurant"
+        return (
+            f"run_baseline {self.policy}: nothing to do, every restaurant of this selection has a verdict in "
+            f"{where} (--rerun asks for all again)"
+        )
 
     def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
         rows = self.load_rows(job.job_id)
@@ -395,9 +418,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip", type=cli.non_negative_int, default=0, help="skip the first S restaurants")
     parser.add_argument("--dev", action="store_true", help="write to results/dev/<timestamp>_<policy>/")
     parser.add_argument("--concurrency", type=cli.positive_int, default=32, help="ondemand calls in flight (32)")
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="ask again for every restaurant, also those a finished run of this selection answered "
+        "(default: only those without a verdict)",
+    )
 
     def build(ctx: Context, args: Any) -> Baseline:
-        return Baseline(ctx, args.policy, args.domain, args.k, args.n, args.skip, args.model, args.dev)
+        return Baseline(
+            ctx, args.policy, args.domain, args.k, args.n, args.skip, args.model, args.dev, rerun=args.rerun
+        )
 
     return cli.run(parser, argv, Baseline, build)
 

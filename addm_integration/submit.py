@@ -23,7 +23,7 @@ from addm_integration.context import Context, create_job
 from addm_integration.cron import SCHEDULE, CronTable, cron_supported, fetch_command
 from addm_integration.errors import BadInput
 from addm_integration.pipeline import Pipeline, WorkItem
-from ledger.events import BatchCreated, CronInstalled, Event, FileUploaded, PartPlanned, SendStarted
+from ledger.events import BatchCreated, CronInstalled, Event, FileUploaded, PartPlanned, SendStarted, ServiceReached
 from ledger.reducer import JobState, PartState
 
 if TYPE_CHECKING:
@@ -180,7 +180,10 @@ def send_part(ctx: Context, api: OpenAI, creds: credentials.Credentials, job: Jo
             failpoints.hit("before-upload")
             file_id = openai_api.upload(api, creds, Path(part.input_path), filename)
             failpoints.hit("after-upload")
-        ctx.record(FileUploaded(job.job_id, part.idem_key, file_id))
+        # The job follows the URL its first upload reached, not the one it was created under: a first try without
+        # network must not pin the job to a URL the user then fixes.
+        pin = [] if job.params.get("base_url") else [ServiceReached(job.job_id, creds.base_url)]
+        ctx.record(FileUploaded(job.job_id, part.idem_key, file_id), *pin)
     else:  # a previous run uploaded and may have created the batch before it stopped
         existing = openai_api.find_batch(api, creds, part.idem_key, not_before)
     if existing is None:
@@ -244,7 +247,7 @@ def send_pending_parts(ctx: Context, job_id: str) -> list[str]:
     spec = CronSpec.from_params(job.params.get("cron"))
     sent = []
     for part in pending:
-        batch_id = send_part(ctx, api, creds, job, part)
+        batch_id = send_part(ctx, api, creds, ctx.job_state(job_id).jobs[job_id], part)
         failpoints.hit("before-cron")
         ctx.record(*install_cron(ctx, spec, batch_id))
         failpoints.hit("after-cron")
@@ -279,23 +282,16 @@ def submit(ctx: Context, pipeline: Pipeline, params: Mapping[str, Any], limits: 
     with ctx.job_lock(pipeline.key(), timeout=60):
         job = ctx.open_job(pipeline.key(), MODE)
         if job is not None:
-            sent = send_pending_parts(ctx, job.job_id) + resume_cron(ctx, job.job_id)
-            state = ctx.job_state(job.job_id)
-            running = [b.batch_id for b in state.batches_of(job.job_id) if not b.settled]
-            note = f"; sent now: {', '.join(sent)}" if sent else ""
-            return job.job_id, (
-                f"job {job.job_id} was already submitted ({len(running)} batch(es) running: "
-                f"{', '.join(running) or 'none'}){note}; nothing was sent twice"
-            )
+            return job.job_id, _continue(ctx, pipeline, job, limits)
         creds = credentials.resolve(ctx.ws.root)
         openai_api.require_key(creds)
         spec = CronSpec.from_params(params.get("cron"))
         check_cron_prerequisites(ctx, spec)
-        job_id, created = create_job(ctx, pipeline, MODE, {**params, "base_url": creds.base_url})
+        job_id, created = create_job(ctx, pipeline, MODE, dict(params))
         lines = batch_lines(pipeline.work(job_id))
         parts = plan_parts(ctx, job_id, lines, limits, first_index=0, attempt=1)
         if not parts:
-            return None, f"{pipeline.name}: nothing to do, every result is already stored"
+            return None, pipeline.nothing_to_do()
         n = sum(p.n_items for p in parts)
         ctx.record(replace(created, n_items=n), *parts)
         batches = send_pending_parts(ctx, job_id)
@@ -303,3 +299,28 @@ def submit(ctx: Context, pipeline: Pipeline, params: Mapping[str, Any], limits: 
         wait = pacing.waiting(ctx.job_state(job_id).jobs[job_id])
         room = f"; {wait} more part(s) wait for room under --max-enqueued-tokens, sent as batches end" if wait else ""
         return job_id, f"submitted {n} requests as {', '.join(batches)} (job {job_id}); {how}{room}"
+
+
+def _continue(ctx: Context, pipeline: Pipeline, job: JobState, limits: Limits) -> str:
+    """The same submit again: send what is unsent, and once every batch has ended, ask again for what is missing.
+
+    A job whose batches all ended without a result (failed validation, every item failed) was left open for this.
+    """
+    from addm_integration.fetch import job_complete  # fetch builds on this module, not the other way round
+
+    asked = 0
+    if job_complete(ctx.job_state(job.job_id), job):
+        lines = batch_lines(pipeline.work(job.job_id))
+        parts = plan_parts(ctx, job.job_id, lines, limits, first_index=len(job.parts), attempt=1)
+        ctx.record(*parts)
+        asked = sum(p.n_items for p in parts)
+    sent = send_pending_parts(ctx, job.job_id) + resume_cron(ctx, job.job_id)
+    state = ctx.job_state(job.job_id)
+    running = [b.batch_id for b in state.batches_of(job.job_id) if not b.settled]
+    if asked:
+        return f"job {job.job_id}: submitted the {asked} requests it still lacked as {', '.join(sent)}"
+    note = f"; sent now: {', '.join(sent)}" if sent else ""
+    return (
+        f"job {job.job_id} was already submitted ({len(running)} batch(es) running: "
+        f"{', '.join(running) or 'none'}){note}; nothing was sent twice"
+    )

@@ -20,7 +20,7 @@ import orjson
 from ledger.events import ItemsApplied, to_payload
 from ledger.index import Index
 from ledger.log import Ledger, LedgerCorrupt, Record, format_ts, utcnow
-from ledger.reducer import JobState, State, fold
+from ledger.reducer import JobState, State, fold, job_condition
 
 LEDGER_SUBDIR = Path("data") / "ledger"
 
@@ -30,9 +30,25 @@ class Hooks:
     """What an application adds to the generic reading: extra status fields and extra subcommands."""
 
     status_fields: Callable[[State, JobState, dict[str, Any]], dict[str, Any]] = lambda state, job, row: row
+    alive: Callable[[Ledger, JobState], bool] = lambda ledger, job: False  # is a run working on the job now?
+    helps: Mapping[str, str] = field(default_factory=dict)  # one line per extra subcommand, for --help
     commands: Mapping[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[Any, Ledger], int]]] = field(
         default_factory=dict
     )
+
+
+class RootMissing(Exception):
+    """The workspace root given does not exist: a typo must neither read as an empty workspace nor be created."""
+
+
+def find_root(given: str | None) -> Path:
+    """The workspace root: ``--root``, else ``ADDM_ROOT``, else the current directory; it must exist."""
+    env = os.environ.get("ADDM_ROOT")
+    named = f"--root {given}" if given else f"ADDM_ROOT={env}" if env else "the current directory"
+    root = Path(given or env or ".").resolve()
+    if not root.is_dir():
+        raise RootMissing(f"{named}: no such directory (nothing was read or created)")
+    return root
 
 
 def _age(since: datetime, now: datetime) -> str:
@@ -44,7 +60,9 @@ def _age(since: datetime, now: datetime) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
-def status_rows(state: State, now: datetime) -> list[dict[str, Any]]:
+def status_rows(
+    state: State, now: datetime, alive: Callable[[JobState], bool] = lambda job: False
+) -> list[dict[str, Any]]:
     rows = []
     for job in state.jobs.values():
         batches = [
@@ -72,7 +90,7 @@ def status_rows(state: State, now: datetime) -> list[dict[str, Any]]:
                 "pipeline": job.pipeline,
                 "mode": job.mode,
                 "target": params.get("task") or params.get("policy") or ",".join(params.get("topics", ())) or None,
-                "state": "finalized" if job.finalized else "running",
+                "state": job_condition(state, job, alive=job.run_open and job.open and alive(job)),
                 "items": job.n_items,
                 "submitted": job.submitted,
                 "applied": job.applied,
@@ -124,7 +142,8 @@ def _batch_cell(batch: Mapping[str, Any]) -> str:
 
 def cmd_status(args: Any, ledger: Ledger, hooks: Hooks) -> int:
     state = fold(ledger.records())
-    rows = [hooks.status_fields(state, state.jobs[r["job_id"]], r) for r in status_rows(state, utcnow())]
+    rows = status_rows(state, utcnow(), lambda job: hooks.alive(ledger, job))
+    rows = [hooks.status_fields(state, state.jobs[r["job_id"]], r) for r in rows]
     if args.json:
         _print_json(rows)
         return 0
@@ -242,7 +261,7 @@ def build_parser(prog: str, hooks: Hooks) -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     sub.add_parser("verify", help="check every record; exit 1 at the first bad one")
     for name, (configure, _) in hooks.commands.items():
-        configure(sub.add_parser(name))
+        configure(sub.add_parser(name, help=hooks.helps.get(name)))
     return p
 
 
@@ -252,7 +271,11 @@ COMMANDS = {"status": cmd_status, "show": cmd_show, "audit": cmd_audit, "verify"
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m ledger", hooks: Hooks | None = None) -> int:
     hooks = hooks or Hooks()
     args = build_parser(prog, hooks).parse_args(argv)
-    root = Path(args.root or os.environ.get("ADDM_ROOT") or ".").resolve()
+    try:
+        root = find_root(args.root)
+    except RootMissing as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     ledger = Ledger(root / LEDGER_SUBDIR)
     try:
         if args.command in hooks.commands:

@@ -153,6 +153,45 @@ class JobFinalized:
     outputs: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ServiceReached:
+    """The job's first request got an answer from the service at ``base_url``: its later calls go there.
+
+    Recorded only then, not at creation: a job whose first try met no network follows the URL the user fixes.
+    """
+
+    VERSION: ClassVar[int] = 1
+    job_id: str
+    base_url: str
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """A foreground run (ondemand) began working on the job; without its ``RunEnded`` it was killed."""
+
+    VERSION: ClassVar[int] = 1
+    job_id: str
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    """How a foreground run ended: ``finalized``, ``nothing`` (no request got through), ``unreachable`` (every
+    failure was the service's), ``interrupted``, or another word for a stop that left the job open."""
+
+    VERSION: ClassVar[int] = 1
+    job_id: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class JobAbandoned:
+    """The user gave the job up: nothing more is sent, fetched or applied for it; what it applied stays."""
+
+    VERSION: ClassVar[int] = 1
+    job_id: str
+    cancelled: tuple[str, ...] = ()
+
+
 Event = (
     JobCreated
     | PartPlanned
@@ -167,6 +206,10 @@ Event = (
     | ItemsFailed
     | BatchSettled
     | JobFinalized
+    | ServiceReached
+    | RunStarted
+    | RunEnded
+    | JobAbandoned
 )
 
 EVENT_TYPES: dict[str, type] = {
@@ -185,6 +228,10 @@ EVENT_TYPES: dict[str, type] = {
         ItemsFailed,
         BatchSettled,
         JobFinalized,
+        ServiceReached,
+        RunStarted,
+        RunEnded,
+        JobAbandoned,
     )
 }
 

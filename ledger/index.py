@@ -143,6 +143,8 @@ class Index:
     # -- reading -------------------------------------------------------------------------------------------
 
     def _records(self, query: str, arg: str, *, items: bool = False) -> list[Record]:
+        if not self.ledger.path.exists():  # nothing recorded yet: a reading creates no index
+            return []
         self.catch_up(items=items)
         with closing(self._connect()) as db:
             rows = db.execute(
@@ -159,6 +161,8 @@ class Index:
         return self._records("SELECT seq FROM items WHERE custom_id = ?", custom_id, items=True)
 
     def job_of(self, batch_id: str) -> str | None:
+        if not self.ledger.path.exists():
+            return None
         self.catch_up()
         with closing(self._connect()) as db:
             return self._job_of(db, batch_id)

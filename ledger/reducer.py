@@ -22,10 +22,14 @@ from ledger.events import (
     FileUploaded,
     ItemsApplied,
     ItemsFailed,
+    JobAbandoned,
     JobCreated,
     JobFinalized,
     PartPlanned,
+    RunEnded,
+    RunStarted,
     SendStarted,
+    ServiceReached,
 )
 from ledger.log import Record
 
@@ -104,10 +108,22 @@ class JobState:
     finalized_at: datetime | None = None
     outputs: Mapping[str, Any] = field(default_factory=dict)
     usage: Mapping[str, int] = field(default_factory=dict)
+    run_open: bool = False  # a foreground run started and has not recorded its end
+    last_run: str | None = None  # how the last foreground run ended
+    abandoned_at: datetime | None = None
 
     @property
     def finalized(self) -> bool:
         return self.finalized_at is not None
+
+    @property
+    def abandoned(self) -> bool:
+        return self.abandoned_at is not None
+
+    @property
+    def open(self) -> bool:
+        """A repeated command continues this job: neither finalized nor given up."""
+        return not self.finalized and not self.abandoned
 
     @property
     def submitted(self) -> int:
@@ -225,7 +241,53 @@ def apply(state: State, record: Record) -> State:
         case JobFinalized(job_id=job_id, outputs=outputs):
             job = replace(state.jobs[job_id], finalized_at=ts, outputs=dict(outputs), updated_at=ts)
             return _with_job(state, job)
+        case ServiceReached(job_id=job_id, base_url=url):
+            job = state.jobs[job_id]
+            if job.params.get("base_url"):  # the first URL that answered stays the job's
+                return state
+            return _with_job(state, replace(job, params={**job.params, "base_url": url}, updated_at=ts))
+        case RunStarted(job_id=job_id):
+            return _with_job(state, replace(state.jobs[job_id], run_open=True, last_run=None, updated_at=ts))
+        case RunEnded(job_id=job_id, outcome=outcome):
+            return _with_job(state, replace(state.jobs[job_id], run_open=False, last_run=outcome, updated_at=ts))
+        case JobAbandoned(job_id=job_id):
+            return _with_job(state, replace(state.jobs[job_id], abandoned_at=ts, updated_at=ts))
     raise TypeError(f"unknown event {type(record.event).__name__}")
+
+
+def job_condition(state: State, job: JobState, *, alive: bool = False) -> str:
+    """The one word a user reads for a job, derived from the records alone (``alive``: a run holds its lock now).
+
+    Checked in order, so each case can assume the ones above it are false.
+    """
+    if job.abandoned:
+        return "abandoned"
+    if job.finalized:
+        return "finalized"
+    if alive:
+        return "running"
+    if job.run_open:
+        return "interrupted"  # a foreground run started and is no longer there
+    if job.last_run is not None:
+        return _RUN_ENDS.get(job.last_run, "interrupted")
+    unsent = [p for p in job.parts.values() if p.batch_id is None]
+    if any(p.tried for p in unsent):
+        return "waiting for the service"  # an upload was tried and did not go through: the next run tries again
+    batches = state.batches_of(job.job_id)
+    if unsent or any(not b.settled for b in batches):
+        return "running"
+    if batches and job.applied == 0:
+        return "nothing got through"  # every batch ended without a single result (failed validation, all failed)
+    return "running" if batches else "interrupted"  # a foreground job that no run is working on
+
+
+# How a foreground run that left its job open said it ended (RunEnded.outcome), as the user reads it.
+_RUN_ENDS = {
+    "unreachable": "waiting for the service",
+    "nothing": "nothing got through",
+    "refused": "blocked on the key",
+    "interrupted": "interrupted",
+}
 
 
 def fold(records: Iterable[Record], state: State | None = None) -> State:

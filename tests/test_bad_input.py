@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import orjson
 import pytest
-from conftest import KEY, Workspace, submit_args
+from conftest import KEY, MODULES, Workspace, submit_args
 
 
 def _refused(ws: Workspace, result, *needles: str) -> None:
@@ -77,3 +80,53 @@ def test_ondemand_without_a_key_is_refused_before_anything_is_written(ws: Worksp
     _refused(ws, ws.run("extract", "--task", "G1a"), "OPENAI_API_KEY")
     ledger = ws.root / "data" / "ledger"
     assert not (ledger / "events.jsonl").exists() and not (ledger / "runs").exists()
+
+
+@pytest.mark.parametrize("tool", ["extract", "ledger"])
+def test_a_missing_root_is_refused_by_name_and_nothing_is_created(ws: Workspace, tool: str) -> None:
+    typo = ws.root.parent / "wss"
+    args = ("status",) if tool == "ledger" else ("--task", "G1a")
+    result = _run_at(ws, typo, tool, *args)
+    _refused(ws, result, str(typo), "--root")
+    assert not typo.exists()
+    from_env = _run_at(ws, None, tool, *args, ADDM_ROOT=str(typo))
+    _refused(ws, from_env, f"ADDM_ROOT={typo}")
+    assert not typo.exists()
+
+
+def _run_at(ws: Workspace, root: Path | None, tool: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", MODULES[tool], *(["--root", str(root)] if root else []), *args]
+    return subprocess.run(argv, env=ws.env(**env), capture_output=True, text=True, timeout=120, cwd=ws.root)
+
+
+@pytest.mark.parametrize("mode", [(), ("--dry-run",), ("--llm-mode", "24hrbatch", "--no-cron")])
+@pytest.mark.parametrize("what", ["restaurant", "review"])
+def test_a_duplicate_in_the_dataset_is_bad_input_naming_the_file_and_both_lines(
+    ws: Workspace, mode: tuple[str, ...], what: str
+) -> None:
+    dataset = ws.root / "data" / "context" / "yelp" / "dataset_K25.jsonl"
+    lines = dataset.read_bytes().splitlines()
+    if what == "restaurant":
+        lines.insert(4, lines[1])  # line 2 again as line 5
+        needle = "business_id"
+    else:
+        record = orjson.loads(lines[4])
+        record["reviews"][3]["review_id"] = orjson.loads(lines[1])["reviews"][0]["review_id"]
+        lines[4] = orjson.dumps(record)
+        needle = "review_id"
+    dataset.write_bytes(b"\n".join(lines) + b"\n")
+    before = ws.files()
+    tool, args = ("baseline", ("--policy", "G1_allergy_V2")) if what == "restaurant" else ("extract", ("--task", "G1a"))
+    _refused(ws, ws.run(tool, *args, *mode), str(dataset), needle, "line 5", "line 2")
+    after = ws.files()
+    locks = {p for p in after.keys() - before.keys() if p.startswith("data/ledger/locks/")}  # taken to look
+    assert {p: after[p] for p in after.keys() - locks} == before
+
+
+@pytest.mark.parametrize(
+    "flag", [["--wait"], ["--no-cron"], ["--crontab-file", "/dev/null"], ["--max-attempts", "2"], ["--batch-id", "b"]]
+)
+def test_a_batch_only_flag_in_ondemand_mode_is_refused_not_ignored(ws: Workspace, flag: list[str]) -> None:
+    result = ws.run("extract", "--task", "G1a", "--llm-mode", "ondemand", *flag)
+    _refused(ws, result, flag[0], "24hrbatch")
+    assert not (ws.root / "data" / "ledger").exists()

@@ -37,7 +37,7 @@ def _ondemand(ws: Workspace, *args: str) -> dict:
 
 
 def _batch(ws: Workspace, fail: dict[str, int] | None = None) -> tuple[dict, str]:
-    assert ws.run("baseline", "--policy", POLICY, *submit_args(ws)).returncode == 0
+    assert ws.run("baseline", "--policy", POLICY, "--rerun", *submit_args(ws)).returncode == 0
     (batch_id,) = ws.batches()
     ws.server.set_batch_outcome(batch_id, "completed", fail=fail)
     fetched = ws.run_cron_line(ws.cron_lines()[f"ADDM_BATCH_{batch_id}"])

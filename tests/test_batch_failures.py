@@ -104,9 +104,9 @@ def test_completed_without_output_file_fails_every_item_and_removes_the_entry(ws
     batch = _submit(ws)
     ws.server.set_batch_outcome(batch, "completed", fail=dict.fromkeys(ids, 400))
     run = _cron(ws, batch)
-    assert f"0 applied, {len(ids)} failed" in run.stdout
+    assert f"0 applied, {len(ids)} failed" in run.stdout and "nothing got through" in run.stdout
     assert ws.batches() == [] and not _cached(ws)
-    assert _job(ws)["state"] == "finalized"
+    assert _job(ws)["state"] == "nothing got through"
 
 
 def test_expired_batch_keeps_its_partial_output_and_requeues_the_rest(ws: Workspace) -> None:
@@ -141,7 +141,7 @@ def test_failed_validation_is_reported_and_the_same_submit_later_sends_what_is_m
     ws.server.set_batch_outcome(batch, "failed", errors=errors)
     run = _cron(ws, batch)
     assert "invalid_json_line" in run.stdout and "run the same command after fixing the cause" in run.stdout
-    assert ws.batches() == [] and _job(ws)["state"] == "finalized"
+    assert ws.batches() == [] and _job(ws)["state"] == "nothing got through"
 
     again = _submit(ws)
     assert again != batch
