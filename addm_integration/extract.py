@@ -282,6 +282,8 @@ class TopicExtract(Extract):
         self._reviews = reviews = self._from_dataset()
         snapshot = self.snapshot_path(job_id) if job_id is not None else None
         pairs = topics.runs_of(self.quotas)
+        if job_id is not None:  # the runs already stored, counted once here so that no apply reads them again
+            atomic_write(self.votes_path(job_id), orjson.dumps(self._count_stored(reviews)))
         for topic, task in zip(self.topics, tasks, strict=True):
             wanted = {topics.raw_key(topic, rid, m, n): None for rid in reviews for m, n in pairs}
             done = self.cache.present(topics.RAW, wanted, fingerprint=task.fingerprint)
@@ -322,7 +324,37 @@ class TopicExtract(Extract):
             raw[topics.raw_key(target.topic, rid, target.model, target.run)] = judgment
             applied.append(outcome.custom_id)
         self.cache.merge(topics.RAW, raw)
+        if raw:
+            votes = self._votes(job.job_id)
+            for key, judgment in raw.items():
+                votes[key.partition("::")[0]].add(judgment)
+            atomic_write(self.votes_path(job.job_id), orjson.dumps({t: v.tallies for t, v in votes.items()}))
         return Applied(tuple(applied), tuple(failures))
+
+    def votes_path(self, job_id: str) -> Path:
+        return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.votes.json"
+
+    def _new_votes(self) -> dict[str, topics.Vote]:
+        return {topic: topics.Vote(self.topic_task(topic), self.quotas) for topic in self.topics}
+
+    def _votes(self, job_id: str) -> dict[str, topics.Vote]:
+        """The job's running tally, as its submit and applies left it (counted from the cache when it is gone)."""
+        path = self.votes_path(job_id)
+        saved = read_json(path, "vote tally") if path.exists() else self._count_stored(self.reviews(job_id))
+        votes = self._new_votes()
+        for topic, vote in votes.items():
+            vote.load(saved.get(topic, {}))
+        return votes
+
+    def _count_stored(self, reviews: Mapping[str, Any]) -> dict[str, dict[str, list[Any]]]:
+        """The tally of the runs the cache holds for these reviews: one streamed pass over the raw runs."""
+        votes = self._new_votes()
+        for block in self.cache.entries(topics.RAW):
+            for key, judgment in block.items():
+                vote = votes.get(key.partition("::")[0])
+                if vote is not None and type(judgment) is dict and judgment.get("review_id") in reviews:
+                    vote.add(judgment)
+        return {topic: vote.tallies for topic, vote in votes.items()}
 
     def _route_run(
         self, reviews: Mapping[str, list[Any]], custom_id: str, quota: Mapping[tuple[str, int], None]
@@ -337,15 +369,10 @@ class TopicExtract(Extract):
         return target if review is not None and review[0] == target.business_id else None
 
     def finalize(self, job: JobState) -> dict[str, Any]:
-        """Aggregate every review of the job whose quota is complete: one streamed pass over the raw runs."""
+        """Aggregate every review of the job whose quota is complete, from the job's running tally."""
         reviews = self.reviews(job.job_id)
-        votes = {topic: topics.Vote(self.topic_task(topic), self.quotas) for topic in self.topics}
+        votes = self._votes(job.job_id)
         cache = self.cache
-        for block in cache.entries(topics.RAW):
-            for key, judgment in block.items():
-                vote = votes.get(key.partition("::")[0])
-                if vote is not None and type(judgment) is dict and judgment.get("review_id") in reviews:
-                    vote.add(judgment)
         now = _now()
         old_meta = {k: v for block in cache.entries(topics.METADATA) for k, v in block.items()}
         meta: dict[str, Any] = {}

@@ -90,7 +90,8 @@ class Vote:
     """The running weighted tally of one topic's reviews: which runs arrived, and the weight behind each value.
 
     Kept as flat lists of numbers, not judgments, so a pass over a million raw runs holds only a few numbers per
-    review.
+    review; and saved with the job after each apply, so the vote at finalize reads no raw run again. Adding a run
+    twice (an apply done again after a crash, a replay) counts it once.
     """
 
     def __init__(self, task: Task, quotas: Sequence[Quota]) -> None:
@@ -125,6 +126,9 @@ class Vote:
             value = judgment.get(name)
             votes[offset + (values.index(value) if value in values else 0)] += weight
 
+    def load(self, tallies: Mapping[str, list[Any]]) -> None:
+        self.tallies.update(tallies)
+
     def complete(self) -> Iterator[tuple[str, list[float]]]:
         """(review_id, votes) of every review whose every (model, run) arrived."""
         return ((rid, t[1]) for rid, t in self.tallies.items() if t[0] == self.full)
@@ -137,7 +141,7 @@ class Vote:
         confidence = {flag: round(max(votes[0], votes[1]) / total, 3)}
         for name, offset, values in self.offsets:
             counts = votes[offset : offset + len(values)]
-            best = max(range(len(values)), key=lambda i: (counts[i], -i))
+            best = counts.index(max(counts))  # the first of equal weights: a tie goes to the value listed first
             out[name] = values[best]
             confidence[name] = round(counts[best] / total, 3)
         out.update(zip(ENRICHMENT, facts[1:], strict=True))
