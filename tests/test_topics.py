@@ -109,3 +109,14 @@ def test_a_changed_topic_schema_asks_again_for_every_run(ws: Workspace) -> None:
     data = _judgements(ws)
     assert all("mop_used" in j for j in data["aggregated"].values())
     assert len(data["aggregated"]) == n
+
+
+def test_the_local_server_refuses_a_batch_of_mixed_models_as_the_service_does() -> None:
+    from fake_openai import parse_batch_input
+
+    lines = [
+        {"custom_id": f"c{n}", "method": "POST", "url": "/v1/chat/completions", "body": {"model": model}}
+        for n, model in enumerate(("gpt-5-mini", "gpt-5-nano"))
+    ]
+    _, _, errors = parse_batch_input(b"\n".join(orjson.dumps(x) for x in lines), "/v1/chat/completions")
+    assert [(e["code"], e["line"]) for e in errors] == [("mismatched_model", 2)]
