@@ -73,7 +73,7 @@ def _abandon(ctx: Context, job: JobState, *, cancel: bool) -> list[str]:
     table = job_cron_table(job)
     removed = 0
     for batch in state.batches_of(job.job_id):
-        gone = table is not None and table.remove(batch.batch_id)
+        gone = table is not None and table.remove(batch.batch_id, ctx.ws.root)
         if gone or batch.cron:
             ctx.record(CronRemoved(batch.batch_id))
             removed += 1

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
+from addm_integration import failpoints
 from addm_integration.errors import Corrupt
 from addm_integration.workspace import Workspace
 from ledger.events import Event, JobCreated
@@ -72,8 +73,11 @@ class Context:
     def record(self, *events: Event) -> None:
         """Append, then index what was appended, so that a later run that has nothing to do writes nothing."""
         if events:
+            n = failpoints.next_append()
+            failpoints.hit(f"append-{n}-before")
             with _corrupt_is_exit_1():
                 self.ledger.append(events)
+                failpoints.hit(f"append-{n}-after")
                 self.index.catch_up()
 
     def job_lock(self, key: str, timeout: float) -> FileLock:

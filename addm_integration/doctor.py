@@ -1,10 +1,13 @@
 """``addm-ledger doctor``: what is wrong in a workspace, each finding with the exact command that fixes it.
 
 It compares three witnesses that should agree: the ledger, the cron tables, and (when a key is at hand) the
-batches on the server. ``--fix`` applies the fixes that cannot lose anything: removing entries of finished or
-unknown batches, reinstalling the entry of a running batch, setting a torn ledger tail aside, deleting leftovers
-of interrupted downloads and the snapshots of jobs never recorded. Orphan batches on the server are reported,
-never cancelled without being asked.
+batches on the server. What belongs to another workspace that still exists (an entry whose ``--root`` names it,
+a batch whose metadata carries its id) is never reported, changed or proposed for cancelling; entries of
+workspaces that are gone are, from any workspace. ``--fix`` applies the fixes that cannot lose anything:
+removing entries of finished, unknown or gone workspaces' batches, installing the entry of a running batch,
+rewriting the entries of a moved workspace, setting a torn ledger tail aside, deleting leftovers of interrupted
+downloads and the snapshots of jobs never recorded. Orphan batches on the server are reported, never cancelled
+without being asked.
 """
 
 from __future__ import annotations
@@ -20,13 +23,22 @@ import orjson
 
 from addm_integration import credentials, openai_api
 from addm_integration.context import Context
-from addm_integration.cron import CronTable, cron_supported
-from addm_integration.errors import AddmError
-from addm_integration.submit import CronSpec, install_cron
+from addm_integration.cron import cron_supported
+from addm_integration.errors import AddmError, BadInput
+from addm_integration.ownership import workspace_id
+from addm_integration.submit import CronSpec, cron_tables, install_cron
 from ledger.events import CronRemoved
 from ledger.reducer import State
 
-FIXABLE = ("stale-cron-entry", "missing-cron-entry", "torn-ledger-tail", "leftover-file")
+FIXABLE = (
+    "stale-cron-entry",
+    "orphan-cron-entry",
+    "moved-cron-entry",
+    "missing-cron-entry",
+    "torn-ledger-tail",
+    "leftover-file",
+)
+PROBLEMS = 3  # the exit code of a doctor that found something (1 stays "ledger corrupt")
 
 
 @dataclass(frozen=True)
@@ -41,64 +53,71 @@ class Finding:
         return self.kind in FIXABLE
 
 
-def _tables(state: State, tabfile: str | None) -> dict[str | None, CronTable]:
-    """Every cron table a job of this workspace used, plus the one asked for (the user's crontab by default)."""
-    tables: dict[str | None, CronTable] = {}
-    for job in state.jobs.values():
-        spec = CronSpec.from_params(job.params.get("cron"))
-        if spec is not None:
-            tables[spec.tabfile] = spec.table()
-    if tabfile is not None or CronTable().available():
-        tables.setdefault(tabfile, CronTable(Path(tabfile) if tabfile else None))
-    return tables
-
-
-def _doctor_command(ctx: Context, *args: str) -> str:
+def ledger_command(ctx: Context, *args: str) -> str:
     """This very tool by the absolute path of its Python, so the command works whatever PATH holds."""
-    return shlex.join([sys.executable, "-m", "addm_integration.ledger", "--root", str(ctx.ws.root), "doctor", *args])
+    return shlex.join([sys.executable, "-m", "addm_integration.ledger", "--root", str(ctx.ws.root), *args])
 
 
-def _remove_command(tabfile: str | None, batch_id: str) -> str:
-    marker = f"# ADDM_BATCH_{batch_id}"
-    if tabfile is None:
-        return f"crontab -l | grep -vF {shlex.quote(marker)} | crontab -"
-    return f"sed -i {shlex.quote(f'/{marker}$/d')} {shlex.quote(tabfile)}"
+def _tab_flags(tabfile: str | None) -> list[str]:
+    return ["--crontab-file", tabfile] if tabfile else []
 
 
 def examine(ctx: Context, tabfile: str | None, *, remote: bool = True) -> Iterator[Finding]:
-    fix_all = _doctor_command(ctx, "--fix", *(["--crontab-file", tabfile] if tabfile else []))
+    fix_all = ledger_command(ctx, "doctor", "--fix", *_tab_flags(tabfile))
     _, torn = ctx.ledger.verify()
     if torn:
         yield Finding("torn-ledger-tail", str(ctx.ledger.path), torn, fix_all)
     state = ctx.state()
-
     if cron_supported():
-        entries = {table_file: table.entries() for table_file, table in _tables(state, tabfile).items()}  # read once
-        for table_file, present in entries.items():
-            for batch_id in present:
-                batch = state.batches.get(batch_id)
-                job = state.jobs.get(batch.job_id) if batch else None
-                if job is None:
-                    why = "its batch is unknown to this workspace's ledger"
-                elif batch is not None and batch.settled and job.finalized:
-                    why = f"its job {job.job_id} is finished"
-                else:
-                    continue
-                fix = _remove_command(table_file, batch_id)
-                yield Finding("stale-cron-entry", batch_id, f"cron entry polls for nothing: {why}", fix)
+        yield from _cron_findings(ctx, state, tabfile, fix_all)
+    yield from _leftovers(ctx, state)
+    if remote:
+        yield from _orphans(ctx, state)
 
-        for batch in state.batches.values():
-            job = state.jobs[batch.job_id]
-            spec = CronSpec.from_params(job.params.get("cron"))
-            if batch.settled or spec is None or batch.batch_id in entries[spec.tabfile]:
+
+def _cron_findings(ctx: Context, state: State, tabfile: str | None, fix_all: str) -> Iterator[Finding]:
+    """Entries that poll for nothing, point at where the workspace was, or are missing; others' are not ours."""
+    root = ctx.ws.root
+    entries = {table_file: table.entries() for table_file, table in cron_tables(state, tabfile).items()}  # read once
+    for table_file, present in entries.items():
+        for entry in present:
+            owner = entry.owner(root)
+            if owner == "other":
                 continue
-            yield Finding(
-                "missing-cron-entry",
-                batch.batch_id,
-                f"batch of running job {job.job_id} has no cron entry: nothing will fetch it",
-                fix_all,
-            )
+            remove = ledger_command(ctx, "cron", "--remove", entry.batch_id, *_tab_flags(table_file))
+            batch = state.batches.get(entry.batch_id)
+            job = state.jobs.get(batch.job_id) if batch else None
+            if job is None and owner == "gone":
+                where = f"its workspace {entry.root} no longer exists" if entry.root else "it names no workspace"
+                yield Finding("orphan-cron-entry", entry.batch_id, f"cron entry polls for nothing: {where}", remove)
+            elif job is None:
+                why = "its batch is unknown to this workspace's ledger"
+                yield Finding("stale-cron-entry", entry.batch_id, f"cron entry polls for nothing: {why}", remove)
+            elif job.abandoned or (batch is not None and batch.settled and job.finalized):
+                why = f"its job {job.job_id} is {'abandoned' if job.abandoned else 'finished'}"
+                yield Finding("stale-cron-entry", entry.batch_id, f"cron entry polls for nothing: {why}", remove)
+            elif owner == "gone" and entry.root is not None:
+                why = f"it runs in {entry.root}, where this workspace was, and fails before the tool starts"
+                detail = f"cron entry of job {job.job_id} points at the old place: {why}"
+                yield Finding("moved-cron-entry", entry.batch_id, detail, fix_all)
 
+    for batch in state.batches.values():
+        job = state.jobs[batch.job_id]
+        spec = CronSpec.from_params(job.params.get("cron"))
+        if batch.settled or spec is None or batch.cron_by_user or job.abandoned:
+            continue
+        if any(e.batch_id == batch.batch_id and e.owner(root) != "other" for e in entries[spec.tabfile]):
+            continue
+        yield Finding(
+            "missing-cron-entry",
+            batch.batch_id,
+            f"batch of running job {job.job_id} has no cron entry: nothing will fetch it",
+            fix_all,
+        )
+
+
+def _leftovers(ctx: Context, state: State) -> Iterator[Finding]:
+    """Files a crash left behind that nothing will use."""
     for leftover in sorted(ctx.ws.root.glob("data/batches/*/*.part")):
         fix = f"rm {shlex.quote(str(leftover))}"
         yield Finding("leftover-file", str(leftover), "an interrupted download (it is downloaded again)", fix)
@@ -107,14 +126,16 @@ def examine(ctx: Context, tabfile: str | None, *, remote: bool = True) -> Iterat
             why = "kept for a job the ledger never recorded (a run stopped before it)"
             yield Finding("leftover-file", str(kept), why, f"rm {shlex.quote(str(kept))}")
 
-    if remote:
-        yield from _orphans(ctx, state)
-
 
 def _orphans(ctx: Context, state: State) -> Iterator[Finding]:
-    """Batches on the server tagged with our idempotency key that no ledger record names."""
+    """Batches of this workspace on the server that no ledger record names.
+
+    A batch is this workspace's when its metadata carries this workspace's id, or (sent before batches carried
+    one) when it names a job of this ledger; another workspace's batch is none of this doctor's business.
+    """
     urls = {job.params.get("base_url") for job in state.jobs.values() if job.params.get("base_url")}
     known = set(state.batches)
+    ours = workspace_id(ctx.ws)
     for url in sorted(urls):
         creds = credentials.resolve(ctx.ws.root, base_url=url)
         if not creds.api_key:
@@ -127,14 +148,19 @@ def _orphans(ctx: Context, state: State) -> Iterator[Finding]:
             yield Finding("server-unreachable", url, str(exc), "run doctor again later")
             continue
         for batch in remote:
-            idem = (batch.metadata or {}).get(openai_api.IDEM_METADATA_KEY)
-            if idem and batch.id not in known and batch.status not in ("completed", "failed", "expired", "cancelled"):
-                job_id = (batch.metadata or {}).get(openai_api.JOB_METADATA_KEY)
-                if job_id in state.jobs and state.jobs[job_id].params.get("submit"):
-                    fix = shlex.join(state.jobs[job_id].params["submit"])  # the same submit adopts the batch
-                else:
-                    fix = _doctor_command(ctx, "--cancel", batch.id)
-                yield Finding("orphan-batch", batch.id, f"{batch.status} on the server, unknown to the ledger", fix)
+            metadata = batch.metadata or {}
+            idem = metadata.get(openai_api.IDEM_METADATA_KEY)
+            if not idem or batch.id in known or batch.status in ("completed", "failed", "expired", "cancelled"):
+                continue
+            job_id = metadata.get(openai_api.JOB_METADATA_KEY)
+            owner = metadata.get(openai_api.WORKSPACE_METADATA_KEY)
+            if not (owner == ours if owner else job_id in state.jobs):
+                continue
+            if job_id in state.jobs and state.jobs[job_id].params.get("submit"):
+                fix = shlex.join(state.jobs[job_id].params["submit"])  # the same submit adopts the batch
+            else:
+                fix = ledger_command(ctx, "doctor", "--cancel", batch.id)
+            yield Finding("orphan-batch", batch.id, f"{batch.status} on the server, unknown to the ledger", fix)
 
 
 def repair(ctx: Context, finding: Finding, tabfile: str | None) -> None:
@@ -143,12 +169,12 @@ def repair(ctx: Context, finding: Finding, tabfile: str | None) -> None:
         ctx.ledger.repair()
     elif finding.kind == "leftover-file":
         Path(finding.subject).unlink(missing_ok=True)
-    elif finding.kind == "stale-cron-entry":
-        for table in _tables(state, tabfile).values():
-            table.remove(finding.subject)
+    elif finding.kind in ("stale-cron-entry", "orphan-cron-entry"):
+        for table in cron_tables(state, tabfile).values():
+            table.remove(finding.subject, ctx.ws.root)
         if state.batches.get(finding.subject) is not None and state.batches[finding.subject].cron:
             ctx.record(CronRemoved(finding.subject))
-    elif finding.kind == "missing-cron-entry":
+    elif finding.kind in ("missing-cron-entry", "moved-cron-entry"):
         batch = state.batches[finding.subject]
         ctx.record(
             *install_cron(ctx, CronSpec.from_params(state.jobs[batch.job_id].params.get("cron")), batch.batch_id)
@@ -156,10 +182,16 @@ def repair(ctx: Context, finding: Finding, tabfile: str | None) -> None:
 
 
 def cancel(ctx: Context, batch_id: str) -> str:
+    """Cancel an orphan batch of this workspace; one that carries another workspace's id is refused."""
     state = ctx.state()
     urls = sorted({job.params.get("base_url") for job in state.jobs.values() if job.params.get("base_url")}) or [None]
     creds = credentials.resolve(ctx.ws.root, base_url=urls[0])
-    batch = openai_api.cancel(openai_api.client(creds), creds, batch_id)
+    api = openai_api.client(creds)
+    with openai_api.api_call(f"retrieve of {batch_id}", creds):
+        owner = (api.batches.retrieve(batch_id).metadata or {}).get(openai_api.WORKSPACE_METADATA_KEY)
+    if owner and owner != workspace_id(ctx.ws):
+        raise BadInput(f"batch {batch_id} belongs to another workspace ({owner}); cancel it from there")
+    batch = openai_api.cancel(api, creds, batch_id)
     return f"{batch_id}: {batch.status}"
 
 
@@ -182,4 +214,4 @@ def run(args: Any, ctx: Context) -> int:
         print("no problems found")
     for f in findings if not args.json else []:
         print(f"{f.kind}: {f.subject}: {f.detail}\n  fix: {f.fix}")
-    return 1 if findings and not args.fix else 0
+    return PROBLEMS if findings else 0

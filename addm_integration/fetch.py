@@ -77,7 +77,7 @@ def fetch(ctx: Context, pipeline_cls: type[Pipeline], batch_id: str, *, replay: 
         raise BadInput(f"batch {batch_id} belongs to a {job.pipeline} job, not {pipeline_cls.name}")
     if job.abandoned and not replay:
         return _forget(ctx, job, batch)
-    if not replay and batch.settled and job.finalized and not batch.cron and not _stray_entry(job, batch_id):
+    if not replay and batch.settled and job.finalized and not batch.cron and not _stray_entry(ctx, job, batch_id):
         return None
     lock = ctx.job_lock(job.key, timeout=0)
     if not ctx.try_acquire(lock):
@@ -94,7 +94,7 @@ def fetch(ctx: Context, pipeline_cls: type[Pipeline], batch_id: str, *, replay: 
 def _forget(ctx: Context, job: JobState, batch: BatchState) -> str | None:
     """A batch of an abandoned job: nothing is fetched or applied; an entry left behind is taken out, once."""
     table = submit.job_cron_table(job)
-    removed = table is not None and table.remove(batch.batch_id)
+    removed = table is not None and table.remove(batch.batch_id, ctx.ws.root)
     if removed or batch.cron:
         ctx.record(CronRemoved(batch.batch_id))
         return f"batch {batch.batch_id}: job {job.job_id} was abandoned; nothing applied, its cron entry removed"
@@ -110,6 +110,7 @@ def _state(ctx: Context, batch_id: str) -> State:
 def _advance(ctx: Context, pipeline: Pipeline, batch_id: str) -> str | None:
     state = _state(ctx, batch_id)
     batch, job = state.batches[batch_id], state.jobs[state.batches[batch_id].job_id]
+    submit.resume_cron(ctx, job.job_id, state=state)  # a sibling's lost entry comes back with any run of its job
     said: list[str] = []
     if not batch.settled:
         if not files_complete(batch) and not _poll_and_store(ctx, job, batch):
@@ -149,11 +150,12 @@ def _after_settle(ctx: Context, pipeline: Pipeline, batch_id: str) -> list[str]:
         ctx.record(event)
         job = _state(ctx, batch_id).jobs[job.job_id]
         said.append(pipeline.summary(job))
+    submit.resume_cron(ctx, job.job_id, state=state)  # a requeued batch whose entry a crash or a write left out
     if _keeps_entry(state, job, batch_id):
         return said  # parts wait for room and no other batch of the job runs: this entry's runs send them
     failpoints.hit("before-cron-remove")
     table = submit.job_cron_table(job)
-    removed = table is not None and table.remove(batch_id)
+    removed = table is not None and table.remove(batch_id, ctx.ws.root)
     failpoints.hit("after-cron-remove")
     if removed or state.batches[batch_id].cron:
         ctx.record(CronRemoved(batch_id))
@@ -175,10 +177,10 @@ def nothing_got_through(job: JobState) -> str:
     )
 
 
-def _stray_entry(job: JobState, batch_id: str) -> bool:
+def _stray_entry(ctx: Context, job: JobState, batch_id: str) -> bool:
     """An entry the ledger does not know of (a crash between installing it and recording that): a local check."""
     table = submit.job_cron_table(job)
-    return table is not None and table.command(batch_id) is not None
+    return table is not None and table.command(batch_id, ctx.ws.root) is not None
 
 
 def _poll_and_store(ctx: Context, job: JobState, batch: BatchState) -> bool:

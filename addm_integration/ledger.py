@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from addm_integration import abandon, doctor, prices
+from addm_integration import abandon, cronlist, doctor, prices
 from addm_integration.context import Context
 from addm_integration.errors import AddmError
 from addm_integration.submit import job_cron_table
@@ -28,7 +28,7 @@ def _status_fields(state: State, job: JobState, row: dict[str, Any]) -> dict[str
     table = job_cron_table(job)
     if table is not None and row["batches"]:
         try:
-            entries = table.entries()
+            entries = {entry.batch_id for entry in table.entries()}
         except Exception:  # an unreadable crontab must not hide the status of every job
             entries = None
         for batch in row["batches"]:
@@ -38,7 +38,12 @@ def _status_fields(state: State, job: JobState, row: dict[str, Any]) -> dict[str
 
 
 def _doctor_flags(p: argparse.ArgumentParser) -> None:
-    p.description = "Problems of the workspace (cron entries, orphans, ledger tail), each with its fix."
+    p.description = (
+        "Problems of the workspace (cron entries, orphan batches, ledger tail, leftovers), each with the exact "
+        "command that fixes it, and cron entries of workspaces that no longer exist. Nothing of another "
+        "workspace that still exists is reported or touched. Exit 0: no problems; 3: problems found; "
+        "1: ledger corrupt."
+    )
     p.add_argument("--crontab-file", help="also inspect this tab file (env ADDM_CRONTAB; default: your crontab)")
     p.add_argument("--fix", action="store_true", help="apply the fixes that cannot lose anything")
     p.add_argument("--offline", action="store_true", help="do not ask the server for orphan batches")
@@ -47,12 +52,21 @@ def _doctor_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _doctor(args: Any, ledger: Ledger) -> int:
+    return _in_workspace("doctor", doctor.run, args, ledger)
+
+
+def _cron(args: Any, ledger: Ledger) -> int:
+    return _in_workspace("cron", cronlist.run, args, ledger)
+
+
+def _in_workspace(name: str, command: Callable[[Any, Context], int], args: Any, ledger: Ledger) -> int:
+    """Run an application command on the ledger's workspace; its failures as one line and their exit code."""
     args.crontab_file = args.crontab_file or os.environ.get("ADDM_CRONTAB")
     ctx = Context.open(ledger.dir.parent.parent)
     try:
-        return doctor.run(args, ctx)
+        return command(args, ctx)
     except AddmError as exc:
-        print(f"addm-ledger doctor: {exc}", file=sys.stderr)
+        print(f"addm-ledger {name}: {exc}", file=sys.stderr)
         return exc.exit_code
 
 
@@ -71,9 +85,17 @@ def _alive(ledger: Ledger, job: JobState) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     hooks = cli.Hooks(
         status_fields=_status_fields,
-        commands={"doctor": (_doctor_flags, _doctor), "abandon": (abandon.configure, _abandon)},
+        commands={
+            "doctor": (_doctor_flags, _doctor),
+            "cron": (cronlist.configure, _cron),
+            "abandon": (abandon.configure, _abandon),
+        },
         alive=_alive,
-        helps={"abandon": "give a job up: entries removed, batches cancelled with --cancel, results kept"},
+        helps={
+            "doctor": "problems of this workspace, each with the command that fixes it (exit 3 if any)",
+            "cron": "this workspace's cron entries, and those of workspaces that are gone; remove them",
+            "abandon": "give a job up: entries removed, batches cancelled with --cancel, results kept",
+        },
     )
     return cli.main(argv, prog="addm-ledger", hooks=hooks)
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the SDK takes most of a second to import: only runs that ta
 ENDPOINT = "/v1/chat/completions"
 IDEM_METADATA_KEY = "addm_idem_key"
 JOB_METADATA_KEY = "addm_job_id"
+WORKSPACE_METADATA_KEY = "addm_workspace"  # the id of the workspace that sent the batch (ownership.py)
 RETRYABLE_STATUS = frozenset({408, 429})
 UNANSWERED = frozenset({"timed out", "connection failed"})  # describe()'s words for a call nobody answered
 _SECRET = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")

@@ -22,9 +22,10 @@ from addm_integration import credentials, failpoints, openai_api, pacing
 from addm_integration.context import Context, create_job
 from addm_integration.cron import SCHEDULE, CronTable, cron_supported, fetch_command
 from addm_integration.errors import BadInput
+from addm_integration.ownership import ensure_workspace_id
 from addm_integration.pipeline import Pipeline, WorkItem
 from ledger.events import BatchCreated, CronInstalled, Event, FileUploaded, PartPlanned, SendStarted, ServiceReached
-from ledger.reducer import JobState, PartState
+from ledger.reducer import JobState, PartState, State
 
 if TYPE_CHECKING:
     from openai import OpenAI
@@ -51,6 +52,13 @@ class CronSpec:
 
     def table(self) -> CronTable:
         return CronTable(Path(self.tabfile) if self.tabfile else None)
+
+    def args_at(self, root: Path) -> tuple[str, ...]:
+        """The arguments with ``--root`` naming ``root``: where the workspace is now, also after a move."""
+        args = list(self.args)
+        if "--root" in args[:-1]:
+            args[args.index("--root") + 1] = str(root)
+        return tuple(args)
 
     def to_params(self) -> dict[str, Any]:
         return {"tabfile": self.tabfile, "python": self.python, "module": self.module, "args": list(self.args)}
@@ -187,7 +195,11 @@ def send_part(ctx: Context, api: OpenAI, creds: credentials.Credentials, job: Jo
     else:  # a previous run uploaded and may have created the batch before it stopped
         existing = openai_api.find_batch(api, creds, part.idem_key, not_before)
     if existing is None:
-        metadata = {openai_api.JOB_METADATA_KEY: job.job_id, openai_api.IDEM_METADATA_KEY: part.idem_key}
+        metadata = {
+            openai_api.JOB_METADATA_KEY: job.job_id,
+            openai_api.IDEM_METADATA_KEY: part.idem_key,
+            openai_api.WORKSPACE_METADATA_KEY: ensure_workspace_id(ctx.ws),
+        }
         batch = openai_api.create_batch(api, creds, file_id, metadata)
         failpoints.hit("after-create")
     else:
@@ -214,7 +226,8 @@ def install_cron(ctx: Context, spec: CronSpec | None, batch_id: str) -> list[Eve
     """The batch's entry (where there is cron), or on Windows the command to run by hand; the event to record."""
     if spec is None:
         return []
-    command = fetch_command(ctx.ws.root, spec.python, spec.module, spec.args, batch_id, log_path(ctx, batch_id))
+    root = ctx.ws.root
+    command = fetch_command(root, spec.python, spec.module, spec.args_at(root), batch_id, log_path(ctx, batch_id))
     if not cron_supported():
         print(
             f"warning: cron is not available on this system; no entry installed. Run by hand until done:\n{command}",
@@ -222,7 +235,7 @@ def install_cron(ctx: Context, spec: CronSpec | None, batch_id: str) -> list[Eve
         )
         return []
     ctx.ws.logs_dir.mkdir(parents=True, exist_ok=True)
-    spec.table().install(batch_id, command)
+    spec.table().install(batch_id, command, root)
     return [CronInstalled(batch_id, SCHEDULE)]
 
 
@@ -261,16 +274,41 @@ def job_cron_table(job: JobState) -> CronTable | None:
     return spec.table() if spec is not None and cron_supported() else None
 
 
-def resume_cron(ctx: Context, job_id: str) -> list[str]:
-    """Install the entries a crashed run created batches for but did not get to install."""
-    state = ctx.job_state(job_id)
+def cron_tables(state: State, tabfile: str | None) -> dict[str | None, CronTable]:
+    """Every cron table a job of this workspace used, plus the one asked for (the user's crontab by default)."""
+    tables: dict[str | None, CronTable] = {}
+    for job in state.jobs.values():
+        spec = CronSpec.from_params(job.params.get("cron"))
+        if spec is not None:
+            tables[spec.tabfile] = spec.table()
+    if tabfile is not None or CronTable().available():
+        tables.setdefault(tabfile, CronTable(Path(tabfile) if tabfile else None))
+    return tables
+
+
+def resume_cron(
+    ctx: Context, job_id: str, *, also_removed_by_user: bool = False, state: State | None = None
+) -> list[str]:
+    """Give each unsettled batch of the job its entry back where it has none: removed by hand, a crash between
+    creating the batch and installing its entry, a crontab write that failed.
+
+    Any run of the job calls this, so the next one heals what the last one could not finish. An entry the user took
+    out with ``addm-ledger cron --remove`` comes back only from the submit command (``also_removed_by_user``).
+    Returns the batches whose entry was installed now. ``state``: the job's current state, when at hand.
+    """
+    state = state or ctx.job_state(job_id)
     job = state.jobs[job_id]
     spec = CronSpec.from_params(job.params.get("cron"))
-    if spec is None or not cron_supported():
+    if spec is None or not cron_supported() or job.abandoned:
         return []
-    missing = [b.batch_id for b in state.batches_of(job_id) if not b.settled and not b.cron]
+    wanted = [b for b in state.batches_of(job_id) if not b.settled and (also_removed_by_user or not b.cron_by_user)]
+    if not wanted:
+        return []
+    present = {e.batch_id for e in spec.table().entries() if e.owner(ctx.ws.root) == "ours"}
+    missing = [b.batch_id for b in wanted if b.batch_id not in present]
     for batch_id in missing:
         ctx.record(*install_cron(ctx, spec, batch_id))
+    ctx.record(*(CronInstalled(b.batch_id, SCHEDULE) for b in wanted if b.batch_id in present and not b.cron))
     return missing
 
 
@@ -314,12 +352,14 @@ def _continue(ctx: Context, pipeline: Pipeline, job: JobState, limits: Limits) -
         parts = plan_parts(ctx, job.job_id, lines, limits, first_index=len(job.parts), attempt=1)
         ctx.record(*parts)
         asked = sum(p.n_items for p in parts)
-    sent = send_pending_parts(ctx, job.job_id) + resume_cron(ctx, job.job_id)
+    sent = send_pending_parts(ctx, job.job_id)
+    reinstalled = resume_cron(ctx, job.job_id, also_removed_by_user=True)
     state = ctx.job_state(job.job_id)
     running = [b.batch_id for b in state.batches_of(job.job_id) if not b.settled]
     if asked:
         return f"job {job.job_id}: submitted the {asked} requests it still lacked as {', '.join(sent)}"
     note = f"; sent now: {', '.join(sent)}" if sent else ""
+    note += f"; cron entry installed again: {', '.join(reinstalled)}" if reinstalled else ""
     return (
         f"job {job.job_id} was already submitted ({len(running)} batch(es) running: "
         f"{', '.join(running) or 'none'}){note}; nothing was sent twice"

@@ -84,8 +84,11 @@ class CronInstalled:
 
 @dataclass(frozen=True)
 class CronRemoved:
-    VERSION: ClassVar[int] = 1
+    """The batch's entry is gone; ``by_user`` (v2): taken out on purpose, so no later run puts it back."""
+
+    VERSION: ClassVar[int] = 2
     batch_id: str
+    by_user: bool = False
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,7 @@ EVENT_TYPES: dict[str, type] = {
 # (type name, version it upgrades from) -> function from that version's payload to the next version's payload.
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
     ("PartPlanned", 1): lambda d: {**d, "ids_digest": None},
+    ("CronRemoved", 1): lambda d: {**d, "by_user": False},
 }
 
 

@@ -71,6 +71,7 @@ class BatchState:
     settled_at: datetime | None = None
     settle_reason: str = ""
     cron: bool = False
+    cron_by_user: bool = False  # the entry was taken out on purpose: only the submit command installs it again
     adopted: bool = False
     requeued: bool = False
     usage: Mapping[str, int] = field(default_factory=dict)
@@ -190,9 +191,10 @@ def apply(state: State, record: Record) -> State:
             batch = BatchState(batch_id, job_id, idem, part.n_items, part.attempt, ts, adopted=adopted)
             return _with_batch(_with_job(state, job), batch)
         case CronInstalled(batch_id=batch_id):
-            return _with_batch(state, replace(state.batches[batch_id], cron=True))
-        case CronRemoved(batch_id=batch_id):
-            return _with_batch(state, replace(state.batches[batch_id], cron=False))
+            return _with_batch(state, replace(state.batches[batch_id], cron=True, cron_by_user=False))
+        case CronRemoved(batch_id=batch_id, by_user=by_user):
+            batch = state.batches[batch_id]
+            return _with_batch(state, replace(batch, cron=False, cron_by_user=by_user or batch.cron_by_user))
         case BatchPolled(batch_id=batch_id, status=status, counts=counts, errors=errors):
             batch = state.batches[batch_id]
             base = batch.progress_from

@@ -222,13 +222,13 @@ def test_concurrent_crontab_edits_lose_no_entry(tmp_path: Path) -> None:
     tab = tmp_path / "tab"
     code = (
         "import sys; from pathlib import Path; from addm_integration.cron import CronTable; "
-        "CronTable(Path(sys.argv[1])).install(sys.argv[2], 'true')"
+        "CronTable(Path(sys.argv[1])).install(sys.argv[2], 'true', Path('/'))"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tab), f"b{i}"]) for i in range(12)]
     assert all(p.wait(timeout=60) == 0 for p in procs)
     from addm_integration.cron import CronTable
 
-    assert sorted(CronTable(tab).entries()) == sorted(f"b{i}" for i in range(12))
+    assert sorted(e.batch_id for e in CronTable(tab).entries()) == sorted(f"b{i}" for i in range(12))
 
 
 @pytest.mark.parametrize("secret_place", ["env", "dotenv"])

@@ -14,8 +14,9 @@ TASK = ("--task", "G1a")
 
 def _doctor(ws: Workspace, *args: str) -> list[dict]:
     result = ws.run("ledger", "doctor", "--crontab-file", str(ws.tab), "--json", *args)
-    assert result.returncode in (0, 1), result.stderr
-    return orjson.loads(result.stdout)
+    findings = orjson.loads(result.stdout)
+    assert result.returncode == (3 if findings else 0), result.stderr  # 3: problems found (1 is a corrupt ledger)
+    return findings
 
 
 def _run_fix(ws: Workspace, finding: dict) -> None:
@@ -42,7 +43,8 @@ def test_stale_cron_entry_is_found_and_removed_by_its_fix(ws: Workspace, known: 
     batch = _finished_batch(ws) if known else "batch_nobody_knows"
     ws.tab.write_text(f"*/5 * * * * true # ADDM_BATCH_{batch}\n*/5 * * * * keep-me # other\n")
     (finding,) = _doctor(ws)
-    assert (finding["kind"], finding["subject"]) == ("stale-cron-entry", batch)
+    kind = "stale-cron-entry" if known else "orphan-cron-entry"  # a line naming no workspace: nobody's
+    assert (finding["kind"], finding["subject"]) == (kind, batch)
     _run_fix(ws, finding)
     assert _doctor(ws) == []
     assert "keep-me" in ws.tab.read_text()
@@ -85,7 +87,8 @@ def test_orphan_batch_of_an_unknown_job_is_cancelled_by_its_fix(ws: Workspace) -
     api = OpenAI(api_key=KEY, base_url=ws.server.base_url)
     line = b'{"custom_id":"x","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}\n'
     upload = api.files.create(file=("addm-lost.jsonl", line), purpose="batch")
-    metadata = {"addm_idem_key": "lost-000", "addm_job_id": "job_from_elsewhere"}
+    ws_id = (ws.root / "data" / "ledger" / "workspace_id").read_text().strip()
+    metadata = {"addm_idem_key": "lost-000", "addm_job_id": "job_from_elsewhere", "addm_workspace": ws_id}
     orphan = api.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h", metadata=metadata
     )
