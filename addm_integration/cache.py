@@ -158,6 +158,20 @@ class JudgmentCache:
             raise BadInput(f"{self.path}: expected a JSON object of task -> review_id -> judgment")
         return data
 
+    def entries(self, task: str) -> Iterator[dict[str, Any]]:
+        """The entries of ``task``, a line of up to 10,000 at a time: a pass over a large block in bounded memory."""
+        located = self._locate(task)
+        if located is None:
+            stored = self.read().get(task, {})
+            if stored:
+                yield stored
+            return
+        if not located:
+            return
+        with open(self.path, "rb") as f:
+            for line in _lines(f, *located):
+                yield _run_entries(line)
+
     def present(self, task: str, review_ids: Iterable[str], fingerprint: str | None = None) -> set[str]:
         """Which of ``review_ids`` have a judgment under ``task``, read off the keys alone in a streamed pass.
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from addm_integration import credentials, errors, fetch, ondemand, openai_api, prices, submit
+from addm_integration import credentials, errors, fetch, ondemand, openai_api, pacing, prices, submit
 from addm_integration.context import Context
 from addm_integration.errors import BadInput, Transient
 from addm_integration.pipeline import Pipeline
@@ -143,6 +143,14 @@ def parser(prog: str, description: str, examples: Sequence[str]) -> argparse.Arg
         metavar="B",
         help="bytes per batch input file at most (200,000,000, the service's limit)",
     )
+    p.add_argument(
+        "--max-enqueued-tokens",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"24hrbatch, per model: send parts only while the estimated input tokens of this workspace's "
+        f"unfinished batches stay under N; later runs send the rest (default {pacing.DEFAULT_MAX_ENQUEUED_TOKENS:,})",
+    )
     return p
 
 
@@ -229,6 +237,8 @@ def _dispatch(ctx: Context, args: Any, argv: list[str], cls: type[Pipeline], bui
     if args.dry_run:
         return prices.dry_run(pipeline, limits)
     if args.llm_mode == "ondemand":
+        if args.max_enqueued_tokens is not None:
+            raise BadInput("--max-enqueued-tokens is for --llm-mode 24hrbatch (ondemand sends no batches)")
         return ondemand.execute(ctx, pipeline, args.concurrency)
     tabfile = args.crontab_file or os.environ.get("ADDM_CRONTAB")
     tab = str(Path(tabfile).resolve()) if tabfile else None
@@ -239,6 +249,7 @@ def _dispatch(ctx: Context, args: Any, argv: list[str], cls: type[Pipeline], bui
         "max_attempts": args.max_attempts,
         "limits": {"max_requests": limits.max_requests, "max_bytes": limits.max_bytes},
         "cron": spec.to_params() if spec else None,
+        "max_enqueued_tokens": args.max_enqueued_tokens or pacing.DEFAULT_MAX_ENQUEUED_TOKENS,
     }
     job_id, message = submit.submit(ctx, pipeline, params, limits)
     if args.wait and job_id:

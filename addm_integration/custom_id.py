@@ -83,11 +83,31 @@ class SampleId(NamedTuple):
         return encode("sample", self.run_name, self.sample_id)
 
 
-def parse(custom_id: str) -> ReviewId | SampleId:
+class RunId(NamedTuple):
+    """``policy::<topic>::<business_id>::<review_id>::<model>::run<N>``: one of a review's judgments in topic mode.
+
+    Upstream's name for the topic-mode id, kept so its batch files read the same; ``run`` counts from 1.
+    """
+
+    topic: str
+    business_id: str
+    review_id: str
+    model: str
+    run: int
+
+    def encode(self) -> str:
+        return encode("policy", self.topic, self.business_id, self.review_id, self.model, f"run{self.run}")
+
+
+def parse(custom_id: str) -> ReviewId | SampleId | RunId:
     """Decode a custom_id into its routing record; raises CustomIdError for anything else."""
     parts = _parts(custom_id)
     if parts[0] == "review" and len(parts) == 4:
         return ReviewId._make(parts[1:])
     if parts[0] == "sample" and len(parts) == 3:
         return SampleId._make(parts[1:])
+    if parts[0] == "policy" and len(parts) == 6 and parts[5][:3] == "run" and parts[5][3:].isdigit():
+        run = parts[5][3:]
+        if run.isascii() and run[0] != "0":
+            return RunId(parts[1], parts[2], parts[3], parts[4], int(run))
     raise CustomIdError(f"not an ADDM custom_id: {custom_id!r}")

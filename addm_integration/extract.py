@@ -9,24 +9,24 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
 
-from addm_integration import answers, cli
+from addm_integration import answers, cli, topics
 from addm_integration.cache import FINGERPRINT, JudgmentCache
 from addm_integration.context import Context
-from addm_integration.custom_id import CustomIdError, ReviewId, parse
+from addm_integration.custom_id import CustomIdError, ReviewId, RunId, parse
 from addm_integration.errors import BadInput
-from addm_integration.inputs import Task, read_dataset, read_json, read_task
+from addm_integration.inputs import ENRICHMENT, Task, read_dataset, read_json, read_task
 from addm_integration.outcomes import Outcome, unparsable
 from addm_integration.pipeline import Applied, WorkItem
 from addm_integration.workspace import atomic_write
 from ledger.reducer import JobState
 
 REVIEW_CHARS = 8000
-ENRICHMENT = ("date", "stars", "useful")  # what a judgment carries over from its review record
 
 
 def request_body(task: Task, review: Mapping[str, Any], model: str) -> dict[str, Any]:
@@ -87,6 +87,18 @@ def parse_judgment(task: Task, review_id: str, review_facts: Sequence[Any], text
     return judgment
 
 
+def load_task(ctx: Context, domain: str, task_id: str) -> Task:
+    """A task (or topic) definition, checked before anything is sent: its id, and a schema the service accepts."""
+    path = ctx.ws.task(domain, task_id)
+    task = read_task(path)
+    if task.task_id != task_id:
+        raise BadInput(f"{path}: task_id is {task.task_id!r}, expected {task_id!r}")
+    problem = answers.check_strict(answer_format(task)["json_schema"]["schema"])
+    if problem:
+        raise BadInput(f"{path}: the task's answer schema breaks OpenAI's strict-mode rules: {problem}")
+    return task
+
+
 @dataclass
 class Extract:
     name: ClassVar[str] = "extract"
@@ -102,6 +114,8 @@ class Extract:
 
     @classmethod
     def from_params(cls, ctx: Context, params: Mapping[str, Any]) -> Extract:
+        if "topics" in params:  # a topic-mode job: its cron runs name this same module
+            return TopicExtract.from_params(ctx, params)
         return cls(ctx, params["task"], params["domain"], params["k"], params["limit"], params["model"])
 
     def params(self) -> dict[str, Any]:
@@ -113,13 +127,7 @@ class Extract:
     @property
     def task(self) -> Task:
         if self._task is None:
-            path = self.ctx.ws.task(self.domain, self.task_id)
-            self._task = read_task(path)
-            if self._task.task_id != self.task_id:
-                raise BadInput(f"{path}: task_id is {self._task.task_id!r}, expected {self.task_id!r}")
-            problem = answers.check_strict(answer_format(self._task)["json_schema"]["schema"])
-            if problem:
-                raise BadInput(f"{path}: the task's answer schema breaks OpenAI's strict-mode rules: {problem}")
+            self._task = load_task(self.ctx, self.domain, self.task_id)
         return self._task
 
     def _selected(self) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -217,6 +225,192 @@ class Extract:
         return f"extract {self.task_id}: {judged} reviews judged in {out.get('cache')}{tail}"
 
 
+@dataclass
+class TopicExtract(Extract):
+    """Topic mode: every review judged against each topic, several times by several models, then aggregated.
+
+    The same request body, parser and apply path as a single task, with one (model, run) per item; the raw runs
+    and the vote go to the judgement cache. ``task_id`` is unused: the topics are the tasks.
+    """
+
+    topics: tuple[str, ...] = ()
+    quotas: tuple[topics.Quota, ...] = ()
+    _tasks: dict[str, Task] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_params(cls, ctx: Context, params: Mapping[str, Any]) -> TopicExtract:
+        quotas = tuple(topics.Quota(*q) for q in params["models"])
+        return cls(
+            ctx,
+            "",
+            params["domain"],
+            params["k"],
+            params["limit"],
+            quotas[0].model,
+            topics=tuple(params["topics"]),
+            quotas=quotas,
+        )
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "topics": list(self.topics),
+            "models": [list(q) for q in self.quotas],
+            "domain": self.domain,
+            "k": self.k,
+            "limit": self.limit,
+        }
+
+    def key(self) -> str:
+        return (
+            f"extract|{self.domain}|topics={','.join(self.topics)}|K{self.k}|limit={self.limit}|"
+            f"models={topics.format_models(self.quotas)}"
+        )
+
+    def topic_task(self, topic: str) -> Task:
+        if topic not in self._tasks:
+            if "::" in topic:
+                raise BadInput(f"{self.ctx.ws.task(self.domain, topic)}: a topic id may not contain '::'")
+            self._tasks[topic] = load_task(self.ctx, self.domain, topic)
+        return self._tasks[topic]
+
+    @property
+    def cache(self) -> JudgmentCache:
+        return JudgmentCache(self.ctx.ws.judgement_cache(self.domain))
+
+    def work(self, job_id: str | None) -> Iterator[WorkItem]:
+        tasks = [self.topic_task(topic) for topic in self.topics]  # every definition checked before any is sent
+        self._reviews = reviews = self._from_dataset()
+        snapshot = self.snapshot_path(job_id) if job_id is not None else None
+        pairs = topics.runs_of(self.quotas)
+        if job_id is not None:  # the runs already stored, counted once here so that no apply reads them again
+            atomic_write(self.votes_path(job_id), orjson.dumps(self._count_stored(reviews)))
+        for topic, task in zip(self.topics, tasks, strict=True):
+            wanted = {topics.raw_key(topic, rid, m, n): None for rid in reviews for m, n in pairs}
+            done = self.cache.present(topics.RAW, wanted, fingerprint=task.fingerprint)
+            del wanted
+            for business_id, review in self._selected():
+                rid = review["review_id"]
+                for model, run in pairs:
+                    if topics.raw_key(topic, rid, model, run) in done:
+                        continue
+                    if snapshot is not None:
+                        atomic_write(snapshot, orjson.dumps(reviews))
+                        snapshot = None
+                    cid = RunId(topic, business_id, rid, model, run).encode()
+                    yield WorkItem(cid, request_body(task, review, model))
+
+    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
+        reviews = self.reviews(job.job_id)
+        quota = dict.fromkeys(topics.runs_of(self.quotas))
+        now = _now()
+        raw: dict[str, dict[str, Any]] = {}
+        applied: list[str] = []
+        failures: list[tuple[str, str, bool]] = []
+        for outcome in outcomes:
+            if outcome.error is not None:
+                failures.append(outcome.failure)
+                continue
+            target = self._route_run(reviews, outcome.custom_id, quota)
+            if target is None:
+                failures.append((outcome.custom_id, "not a review of this job", False))
+                continue
+            rid = target.review_id
+            try:
+                judgment = parse_judgment(self.topic_task(target.topic), rid, reviews[rid], outcome.content or "")
+            except ValueError as exc:
+                failures.append(unparsable(outcome, str(exc)).failure)
+                continue
+            judgment.update({"_model": target.model, "_run": target.run, "_extracted_at": now})
+            raw[topics.raw_key(target.topic, rid, target.model, target.run)] = judgment
+            applied.append(outcome.custom_id)
+        self.cache.merge(topics.RAW, raw)
+        if raw:
+            votes = self._votes(job.job_id)
+            for key, judgment in raw.items():
+                votes[key.partition("::")[0]].add(judgment)
+            atomic_write(self.votes_path(job.job_id), orjson.dumps({t: v.tallies for t, v in votes.items()}))
+        return Applied(tuple(applied), tuple(failures))
+
+    def votes_path(self, job_id: str) -> Path:
+        return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.votes.json"
+
+    def _new_votes(self) -> dict[str, topics.Vote]:
+        return {topic: topics.Vote(self.topic_task(topic), self.quotas) for topic in self.topics}
+
+    def _votes(self, job_id: str) -> dict[str, topics.Vote]:
+        """The job's running tally, as its submit and applies left it (counted from the cache when it is gone)."""
+        path = self.votes_path(job_id)
+        saved = read_json(path, "vote tally") if path.exists() else self._count_stored(self.reviews(job_id))
+        votes = self._new_votes()
+        for topic, vote in votes.items():
+            vote.load(saved.get(topic, {}))
+        return votes
+
+    def _count_stored(self, reviews: Mapping[str, Any]) -> dict[str, dict[str, list[Any]]]:
+        """The tally of the runs the cache holds for these reviews: one streamed pass over the raw runs."""
+        votes = self._new_votes()
+        for block in self.cache.entries(topics.RAW):
+            for key, judgment in block.items():
+                vote = votes.get(key.partition("::")[0])
+                if vote is not None and type(judgment) is dict and judgment.get("review_id") in reviews:
+                    vote.add(judgment)
+        return {topic: vote.tallies for topic, vote in votes.items()}
+
+    def _route_run(
+        self, reviews: Mapping[str, list[Any]], custom_id: str, quota: Mapping[tuple[str, int], None]
+    ) -> RunId | None:
+        try:
+            target = parse(custom_id)
+        except CustomIdError:
+            return None
+        if type(target) is not RunId or target.topic not in self.topics or (target.model, target.run) not in quota:
+            return None
+        review = reviews.get(target.review_id)
+        return target if review is not None and review[0] == target.business_id else None
+
+    def finalize(self, job: JobState) -> dict[str, Any]:
+        """Aggregate every review of the job whose quota is complete, from the job's running tally."""
+        reviews = self.reviews(job.job_id)
+        votes = self._votes(job.job_id)
+        cache = self.cache
+        now = _now()
+        old_meta = {k: v for block in cache.entries(topics.METADATA) for k, v in block.items()}
+        meta: dict[str, Any] = {}
+        aggregated = 0
+        for topic, vote in votes.items():
+            entries = {
+                topics.aggregated_key(topic, rid): vote.judgment(rid, tally, reviews[rid], now)
+                for rid, tally in vote.complete()
+            }
+            aggregated += len(entries)
+            cache.merge(topics.AGGREGATED, entries)
+            del entries
+            fingerprint = vote.task.fingerprint
+            before = old_meta.get(topic)
+            same = isinstance(before, dict) and before.get("term_hash") == fingerprint
+            meta[topic] = {
+                "term_hash": fingerprint,
+                "created_at": before.get("created_at", now) if same else now,  # type: ignore[union-attr]
+                "updated_at": now,
+                "model_config": {q.model: q.runs for q in self.quotas},
+                "model_weights": {q.model: q.weight for q in self.quotas},
+            }
+        cache.merge(topics.METADATA, meta)
+        total = len(reviews) * len(self.topics)
+        return {"cache": str(cache.path), "aggregated": aggregated, "reviews": total, "runs": job.applied}
+
+    def summary(self, job: JobState) -> str:
+        out = job.outputs
+        missing = out.get("reviews", 0) - out.get("aggregated", 0)
+        tail = f"; {missing} not complete yet (run again to ask for their missing runs)" if missing else ""
+        done = f"{out.get('aggregated')}/{out.get('reviews')}"
+        return f"extract {','.join(self.topics)}: {done} reviews aggregated in {out.get('cache')}{tail}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.parser(
         "addm-extract",
@@ -230,8 +424,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--task G1a --llm-mode 24hrbatch --wait --poll-interval 30",
         ],
     )
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--task", help="task id, e.g. G1a: the file data/tasks/<domain>/<task>.json (docs/formats.md)")
+    what.add_argument("--topic", help="topic mode: a topic id, e.g. G1_allergy (its definition from addm-import)")
+    what.add_argument("--all", action="store_true", help="topic mode: every topic definition of the workspace")
     parser.add_argument(
-        "--task", required=True, help="task id, e.g. G1a: the file data/tasks/<domain>/<task>.json (docs/formats.md)"
+        "--models",
+        type=topics.parse_models,
+        default=None,
+        metavar="MODEL:RUNS[:WEIGHT],...",
+        help=f"topic mode: who judges each review how often, and the weight of each answer in the vote "
+        f"(default {topics.DEFAULT_MODELS})",
     )
     parser.add_argument(
         "--limit",
@@ -246,7 +449,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     def build(ctx: Context, args: Any) -> Extract:
-        return Extract(ctx, args.task, args.domain, args.k, args.limit or None, args.model)
+        limit = args.limit or None
+        if args.task is not None:
+            if args.models is not None:
+                raise BadInput("--models is for topic mode (--topic or --all), not --task")
+            return Extract(ctx, args.task, args.domain, args.k, limit, args.model)
+        chosen = (args.topic,) if args.topic else tuple(topics.topic_ids(ctx.ws.tasks_dir(args.domain)))
+        quotas = args.models or topics.parse_models(topics.DEFAULT_MODELS)
+        return TopicExtract(ctx, "", args.domain, args.k, limit, quotas[0].model, topics=chosen, quotas=quotas)
 
     return cli.run(parser, argv, Extract, build)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from addm_integration import credentials, failpoints, openai_api, submit
+from addm_integration import credentials, failpoints, openai_api, pacing, submit
 from addm_integration.context import Context
 from addm_integration.errors import BadInput, Corrupt
 from addm_integration.outcomes import Outcome, from_batch_line
@@ -60,7 +60,12 @@ def job_complete(state: State, job: JobState) -> bool:
     """Nothing more can arrive: every part sent, every batch settled, every allowed retry done."""
     if any(p.batch_id is None for p in job.parts.values()):
         return False
-    return all(b.settled and not needs_requeue(job, b) for b in state.batches_of(job.job_id))
+    return all(b.settled and not needs_requeue(job, b) and not to_resend(b) for b in state.batches_of(job.job_id))
+
+
+def to_resend(batch: BatchState) -> bool:
+    """A batch refused for the enqueued-token cap whose items are not planned again yet (nothing of it ran)."""
+    return pacing.refused_for_tokens(batch) and not batch.requeued
 
 
 def fetch(ctx: Context, pipeline_cls: type[Pipeline], batch_id: str, *, replay: bool = False) -> str | None:
@@ -111,7 +116,8 @@ def _advance(ctx: Context, pipeline: Pipeline, batch_id: str) -> str | None:
     said: list[str] = []
     if not batch.settled:
         if not files_complete(batch) and not _poll_and_store(ctx, job, batch):
-            return None
+            sent = submit.send_pending_parts(ctx, job.job_id) if pacing.waiting(job) else []
+            return f"submitted {', '.join(sent)}" if sent else None  # parts that found room in the queue
         state = _state(ctx, batch_id)
         said.append(_settle(ctx, pipeline, state, batch_id))
     said.extend(_after_settle(ctx, pipeline, batch_id))
@@ -127,6 +133,9 @@ def _after_settle(ctx: Context, pipeline: Pipeline, batch_id: str) -> list[str]:
     retry = needs_requeue(job, state.batches[batch_id])
     if retry:
         said.append(_requeue(ctx, job, state.batches[batch_id], retry))
+        job = _state(ctx, batch_id).jobs[job.job_id]
+    elif to_resend(state.batches[batch_id]):
+        said.append(_resend(ctx, job, state.batches[batch_id]))
         job = _state(ctx, batch_id).jobs[job.job_id]
     if any(p.batch_id is None for p in job.parts.values()):
         sent = submit.send_pending_parts(ctx, job.job_id)
@@ -144,6 +153,8 @@ def _after_settle(ctx: Context, pipeline: Pipeline, batch_id: str) -> list[str]:
         job = _state(ctx, batch_id).jobs[job.job_id]
         said.append(pipeline.summary(job))
     submit.resume_cron(ctx, job.job_id, state=state)  # a requeued batch whose entry a crash or a write left out
+    if _keeps_entry(state, job, batch_id):
+        return said  # parts wait for room and no other batch of the job runs: this entry's runs send them
     failpoints.hit("before-cron-remove")
     table = submit.job_cron_table(job)
     removed = table is not None and table.remove(batch_id, ctx.ws.root)
@@ -151,6 +162,13 @@ def _after_settle(ctx: Context, pipeline: Pipeline, batch_id: str) -> list[str]:
     if removed or state.batches[batch_id].cron:
         ctx.record(CronRemoved(batch_id))
     return said
+
+
+def _keeps_entry(state: State, job: JobState, batch_id: str) -> bool:
+    """Whether a settled batch's entry stays: the job's only way to be run again while its parts wait for room."""
+    if not pacing.waiting(job):
+        return False
+    return not any(not b.settled for b in state.batches_of(job.job_id) if b.batch_id != batch_id)
 
 
 def nothing_got_through(job: JobState) -> str:
@@ -317,21 +335,23 @@ def _settle(ctx: Context, pipeline: Pipeline, state: State, batch_id: str, kind:
         line += f", {unroutable} result lines matched no submitted request"
     if batch.status == "failed":
         codes = {e.get("code") for e in batch.errors}
-        when = "once the running batches are done" if "token_limit_exceeded" in codes else "after fixing the cause"
-        line += f" ({reason}); nothing ran and nothing is billed: run the same command {when} to send what is missing"
+        if pacing.TOKEN_LIMIT in codes:
+            line += f" ({reason}); nothing ran and nothing is billed: sent again by itself once another batch ends"
+        else:
+            line += f" ({reason}); nothing ran and nothing is billed: run the same command after fixing the cause"
     return line
 
 
 def _requeue(ctx: Context, job: JobState, batch: BatchState, ids: Sequence[str]) -> str:
     wanted = set(ids)
-    lines = ((c, raw) for c, raw in input_lines(ctx.ws.batch_dir(batch.batch_id) / "input.jsonl") if c in wanted)
-    limits = submit.Limits(**job.params.get("limits", {}))
     model = job.parts[batch.idem_key].model
+    path = ctx.ws.batch_dir(batch.batch_id) / "input.jsonl"
+    lines = ((c, raw, model) for c, raw in input_lines(path) if c in wanted)
+    limits = submit.Limits(**job.params.get("limits", {}))
     parts = submit.plan_parts(
         ctx,
         job.job_id,
         job.key,
-        model,
         lines,
         limits,
         first_index=len(job.parts),
@@ -340,6 +360,24 @@ def _requeue(ctx: Context, job: JobState, batch: BatchState, ids: Sequence[str])
     )
     ctx.record(*parts)
     return f"requeued {len(wanted)} retryable failures of {batch.batch_id} (attempt {batch.attempt + 1})"
+
+
+def _resend(ctx: Context, job: JobState, batch: BatchState) -> str:
+    """Plan every item of a batch refused for tokens again, at the same attempt: nothing of it ran."""
+    model = job.parts[batch.idem_key].model
+    path = ctx.ws.batch_dir(batch.batch_id) / "input.jsonl"
+    parts = submit.plan_parts(
+        ctx,
+        job.job_id,
+        job.key,
+        ((c, raw, model) for c, raw in input_lines(path)),
+        submit.Limits(**job.params.get("limits", {})),
+        first_index=len(job.parts),
+        attempt=batch.attempt,
+        source_batch=batch.batch_id,
+    )
+    ctx.record(*parts)
+    return f"{batch.batch_id}: its {batch.n_items} requests wait for room in the {model} queue (no attempt counted)"
 
 
 def _replay(ctx: Context, pipeline: Pipeline, batch_id: str) -> str:

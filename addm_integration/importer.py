@@ -176,6 +176,7 @@ def plan(checkout: Path, ws: Workspace, domain: str) -> Plan:
     _plan_datasets(checkout, ws, domain, out)
     _plan_tasks(checkout, ws, domain, out)
     labels = _plan_policies(checkout, ws, domain, out)
+    _plan_topics(checkout, ws, domain, out)
     _plan_agendas(checkout, ws, domain, out, labels)
     _plan_ground_truth(checkout, ws, domain, out, labels)
     return out
@@ -232,6 +233,81 @@ def _plan_policies(checkout: Path, ws: Workspace, domain: str, out: Plan) -> dic
         labels[policy_id] = tuple(definition["verdicts"])
         out.add(Planned(ws.policy(domain, policy_id), _json(definition)))
     return labels
+
+
+def read_terms(checkout: Path) -> tuple[dict[str, dict[str, Any]], list[tuple[Path, str]]]:
+    """``<library>:<TERM>`` -> term of upstream's term files (``_shared.yaml`` is the ``shared`` library)."""
+    import yaml
+
+    terms: dict[str, dict[str, Any]] = {}
+    bad: list[tuple[Path, str]] = []
+    for path in sorted((checkout / "src" / "addm" / "query" / "libraries" / "terms").glob("*.yaml")):
+        library = "shared" if path.stem == "_shared" else path.stem
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            bad.append((path, f"not valid YAML ({str(exc).splitlines()[0]})"))
+            continue
+        if not isinstance(doc, dict):
+            bad.append((path, "not a YAML mapping"))
+            continue
+        terms.update({f"{library}:{term}": body for term, body in doc.items() if isinstance(body, dict)})
+    return terms, bad
+
+
+def term_field(term: Mapping[str, Any]) -> dict[str, str]:
+    """A term's values as a task field, value -> meaning, its default first; raises ValueError without values."""
+    values = term.get("values")
+    if not isinstance(values, list) or not values:
+        raise ValueError("no values")
+    field = {str(v["id"]): str(v.get("description") or v.get("label") or v["id"]) for v in values if "id" in v}
+    default = str(term.get("default", ""))
+    if default in field:
+        field = {default: field[default], **field}
+    return field
+
+
+def topic_definition(topic: str, docs: Sequence[Mapping[str, Any]], terms: Mapping[str, Any]) -> dict[str, Any]:
+    """The topic's task definition: the union of the fields its policies refer to, in the order they appear."""
+    fields: dict[str, dict[str, str]] = {}
+    for doc in docs:
+        normative = doc.get("normative") or {}
+        for entry in normative.get("terms") or [] if isinstance(normative, dict) else []:
+            ref = str(entry.get("ref", "")) if isinstance(entry, dict) else str(entry)
+            if ref not in terms:
+                raise ValueError(f"term {ref!r} is in no term file")
+            name = ref.rpartition(":")[2].lower()
+            if name not in fields:
+                try:
+                    fields[name] = term_field(terms[ref])
+                except (ValueError, KeyError, TypeError):
+                    raise ValueError(f"term {ref!r} has no list of values with ids") from None
+    if not fields:
+        raise ValueError("its policies refer to no terms")
+    overview = docs[0].get("overview") if isinstance(docs[0].get("overview"), dict) else {}
+    text = overview.get("description") or overview.get("title") or topic  # type: ignore[union-attr]
+    return {"task_id": topic, "description": str(text).strip(), "fields": fields, "policies": []}
+
+
+def _plan_topics(checkout: Path, ws: Workspace, domain: str, out: Plan) -> None:
+    """One topic definition per ``<group>/<topic>`` folder of policies, when the checkout has term files."""
+    terms, bad = read_terms(checkout)
+    out.skipped.extend(bad)
+    if not terms:
+        return
+    policies, _ = read_policies(checkout)  # its unusable files are reported once, with the policies
+    by_topic: dict[str, list[tuple[str, Path, Mapping[str, Any]]]] = {}
+    for policy_id, (path, doc) in policies.items():
+        by_topic.setdefault(f"{path.parent.parent.name}_{path.parent.name}", []).append((policy_id, path, doc))
+    for topic, members in sorted(by_topic.items()):
+        members.sort(key=lambda m: m[1].name)
+        try:
+            definition = topic_definition(topic, [doc for _, _, doc in members], terms)
+        except ValueError as exc:
+            out.skipped.append((members[0][1].parent, f"topic {topic}: {exc}"))
+            continue
+        definition["policies"] = [policy_id for policy_id, _, _ in members]
+        out.add(Planned(ws.task(domain, topic), _json(definition)))
 
 
 def _plan_agendas(checkout: Path, ws: Workspace, domain: str, out: Plan, labels: Mapping[str, Any]) -> None:

@@ -21,7 +21,8 @@ from addm_integration.metrics import canonical
 
 RELEVANCE_FIELD = "is_relevant"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_RESERVED = {"review_id", "date", "stars", "useful"}  # what a judgment carries besides its fields
+ENRICHMENT = ("date", "stars", "useful")  # what a judgment carries over from its review record
+_RESERVED = {"review_id", *ENRICHMENT}  # what a judgment carries besides its fields
 
 
 def read_json(path: Path, what: str) -> Any:

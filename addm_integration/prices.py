@@ -56,7 +56,7 @@ def cost(model: str, usage: Mapping[str, int], mode: str) -> float | None:
 def dry_run(pipeline: Pipeline, limits: submit.Limits) -> str:
     """What a run would send and cost, computed from the very request lines it would send; nothing is written."""
     count = size = batches = in_batch = batch_bytes = 0
-    for _, line in submit.batch_lines(pipeline.work(None)):
+    for _, line, _ in submit.batch_lines(pipeline.work(None)):
         count += 1
         size += len(line)
         if not batches or in_batch >= limits.max_requests or batch_bytes + len(line) > limits.max_bytes:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from addm_integration import credentials, failpoints, openai_api
+from addm_integration import credentials, failpoints, openai_api, pacing
 from addm_integration.context import Context, create_job
 from addm_integration.cron import SCHEDULE, CronTable, cron_supported, fetch_command
 from addm_integration.errors import BadInput
@@ -73,10 +73,11 @@ class CronSpec:
         return cls(params["tabfile"], params["python"], params["module"], tuple(params["args"]))
 
 
-def batch_lines(items: Iterable[WorkItem]) -> Iterator[tuple[str, bytes]]:
+def batch_lines(items: Iterable[WorkItem]) -> Iterator[tuple[str, bytes, str]]:
+    """(custom_id, request line, model) of each item: the model decides which part the line may go in."""
     for item in items:
         line = {"custom_id": item.custom_id, "method": "POST", "url": openai_api.ENDPOINT, "body": item.body}
-        yield item.custom_id, orjson.dumps(line) + b"\n"
+        yield item.custom_id, orjson.dumps(line) + b"\n", str(item.body.get("model", ""))
 
 
 def ids_digest(custom_ids: Iterable[str]) -> str:
@@ -137,17 +138,18 @@ def plan_parts(
     ctx: Context,
     job_id: str,
     key: str,
-    model: str,
-    lines: Iterable[tuple[str, bytes]],
+    lines: Iterable[tuple[str, bytes, str]],
     limits: Limits,
     *,
     first_index: int,
     attempt: int,
     source_batch: str | None = None,
 ) -> list[PartPlanned]:
-    """Write (custom_id, request line) pairs as staged JSONL parts within the limits; nothing is sent.
+    """Write (custom_id, request line, model) triples as staged JSONL parts; nothing is sent.
 
-    Duplicate custom_ids and requests larger than a whole batch are refused here, before anything is uploaded.
+    The one split rule: a part holds one model's lines (the service fails a batch of mixed models) within the
+    request and byte limits. Duplicate custom_ids and requests larger than a whole batch are refused here, before
+    anything is uploaded.
     Called under the job lock of ``key``, which makes sweeping that identity's leftovers first safe.
     """
     sweep_staging(ctx, key)
@@ -155,8 +157,10 @@ def plan_parts(
     staging.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
     staged: list[_StagedPart] = []
+    models: list[str] = []
+    filling: dict[str, _StagedPart] = {}
     try:
-        for custom_id, line in lines:
+        for custom_id, line, model in lines:
             if custom_id in seen:
                 raise BadInput(f"duplicate custom_id {custom_id!r} in the work list; nothing was sent")
             seen.add(custom_id)
@@ -165,24 +169,25 @@ def plan_parts(
                     f"request {custom_id!r} is {len(line):,} bytes, over the batch limit of "
                     f"{limits.max_bytes:,}; nothing was sent"
                 )
-            if not staged or not staged[-1].fits(line, limits):
-                if staged:
-                    staged[-1].close()
+            part = filling.get(model)
+            if part is None or not part.fits(line, limits):
+                if part is not None:
+                    part.close()
                 idem = f"{job_id}-{first_index + len(staged):03d}-{secrets.token_hex(4)}"
-                staged.append(_StagedPart(staging / f"{idem}.jsonl"))
-            staged[-1].write(custom_id, line)
-        if staged:
-            staged[-1].close()
+                part = filling[model] = _StagedPart(staging / f"{idem}.jsonl")
+                staged.append(part)
+                models.append(model)
+            part.write(custom_id, line)
+        for part in filling.values():
+            part.close()
     except BaseException:
         for part in staged:
             part.file.close()
             part.path.unlink(missing_ok=True)
         raise
     return [
-        PartPlanned(
-            job_id, p.path.stem, len(p.ids), p.size, attempt, str(p.path), model, source_batch, ids_digest(p.ids)
-        )
-        for p in staged
+        PartPlanned(job_id, p.path.stem, len(p.ids), p.size, attempt, str(p.path), m, source_batch, ids_digest(p.ids))
+        for p, m in zip(staged, models, strict=True)
     ]
 
 
@@ -274,10 +279,15 @@ def log_path(ctx: Context, batch_id: str) -> Path:
 
 
 def send_pending_parts(ctx: Context, job_id: str) -> list[str]:
-    """Send every planned part of the job that has no batch yet; return the new batch ids."""
+    """Send the job's planned parts that have no batch yet and fit in the queue now; return the new batch ids.
+
+    What does not fit waits: a later run of the job (a cron run of any of its batches) sends it.
+    """
     state = ctx.job_state(job_id)
     job = state.jobs[job_id]
-    pending = [p for p in job.parts.values() if p.batch_id is None]
+    if all(p.batch_id is not None for p in job.parts.values()):
+        return []
+    pending = pacing.admit(ctx.state(), job, job.params.get("max_enqueued_tokens"))
     if not pending:
         return []
     creds = credentials.resolve(ctx.ws.root, base_url=job.params.get("base_url"))
@@ -353,7 +363,7 @@ def submit(ctx: Context, pipeline: Pipeline, params: Mapping[str, Any], limits: 
         check_cron_prerequisites(ctx, spec)
         job_id, created = create_job(ctx, pipeline, MODE, dict(params))
         lines = batch_lines(pipeline.work(job_id))
-        parts = plan_parts(ctx, job_id, pipeline.key(), pipeline.model, lines, limits, first_index=0, attempt=1)
+        parts = plan_parts(ctx, job_id, pipeline.key(), lines, limits, first_index=0, attempt=1)
         if not parts:
             return None, pipeline.nothing_to_do()
         n = sum(p.n_items for p in parts)
@@ -361,7 +371,9 @@ def submit(ctx: Context, pipeline: Pipeline, params: Mapping[str, Any], limits: 
         ctx.record(replace(created, n_items=n), *parts)
         batches = send_pending_parts(ctx, job_id)
         how = "cron polls every 5 minutes" if spec else f"poll with --batch-id {batches[0]}" if batches else ""
-        return job_id, f"submitted {n} requests as {', '.join(batches)} (job {job_id}); {how}"
+        wait = pacing.waiting(ctx.job_state(job_id).jobs[job_id])
+        room = f"; {wait} more part(s) wait for room under --max-enqueued-tokens, sent as batches end" if wait else ""
+        return job_id, f"submitted {n} requests as {', '.join(batches)} (job {job_id}); {how}{room}"
 
 
 def _continue(ctx: Context, pipeline: Pipeline, job: JobState, limits: Limits) -> str:
@@ -374,9 +386,7 @@ def _continue(ctx: Context, pipeline: Pipeline, job: JobState, limits: Limits) -
     asked = 0
     if job_complete(ctx.job_state(job.job_id), job):
         lines = batch_lines(pipeline.work(job.job_id))
-        parts = plan_parts(
-            ctx, job.job_id, job.key, pipeline.model, lines, limits, first_index=len(job.parts), attempt=1
-        )
+        parts = plan_parts(ctx, job.job_id, job.key, lines, limits, first_index=len(job.parts), attempt=1)
         ctx.record(*parts)
         asked = sum(p.n_items for p in parts)
     sent = send_pending_parts(ctx, job.job_id)

@@ -23,8 +23,11 @@ class Workspace:
     def dataset(self, domain: str, k: int) -> Path:
         return self.root / "data" / "context" / domain / f"dataset_K{k}.jsonl"
 
+    def tasks_dir(self, domain: str) -> Path:
+        return self.root / "data" / "tasks" / domain
+
     def task(self, domain: str, task_id: str) -> Path:
-        return self.root / "data" / "tasks" / domain / f"{task_id}.json"
+        return self.tasks_dir(domain) / f"{task_id}.json"
 
     def agenda(self, domain: str, policy_id: str, k: int) -> Path:
         return self.root / "data" / "query" / domain / f"{policy_id}_K{k}_prompt.txt"
@@ -34,6 +37,9 @@ class Workspace:
 
     def cache(self, domain: str) -> Path:
         return self.root / "data" / "answers" / domain / "cache.json"
+
+    def judgement_cache(self, domain: str) -> Path:
+        return self.root / "data" / "answers" / domain / "judgement_cache.json"
 
     def ground_truth(self, domain: str, policy_id: str, k: int) -> Path:
         return self.root / "data" / "answers" / domain / f"{policy_id}_K{k}_groundtruth.json"

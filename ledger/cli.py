@@ -95,13 +95,16 @@ def status_rows(
     for job in state.jobs.values():
         batches = [batch_row(b, short) for b in state.batches_of(job.job_id)]
         failed = len(job.failures)
+        sent = sum(p.batch_id is not None for p in job.parts.values())
+        parts = {"sent": sent, "waiting": len(job.parts) - sent, "done": sum(b["settled"] for b in batches)}
+        params = job.params.get("pipeline", {})
         rows.append(
             {
                 "job_id": job.job_id,
                 "short_id": short[job.job_id],
                 "pipeline": job.pipeline,
                 "mode": job.mode,
-                "target": job.params.get("pipeline", {}).get("task") or job.params.get("pipeline", {}).get("policy"),
+                "target": params.get("task") or params.get("policy") or ",".join(params.get("topics", ())) or None,
                 "state": job_condition(state, job, alive=job.run_open and job.open and alive(job)),
                 "items": job.n_items,
                 "submitted": job.submitted,
@@ -109,6 +112,7 @@ def status_rows(
                 "failed": failed,
                 "pending": max(job.n_items - job.applied - failed, 0) if not job.finalized else 0,
                 "batches": batches,
+                "parts": parts,  # sent, waiting for room in the queue, done (their batch settled)
                 "cron": any(b.cron for b in state.batches_of(job.job_id)),
                 "created_at": format_ts(job.created_at),
                 "age": _age(job.created_at, now),
@@ -275,6 +279,8 @@ def cmd_status(args: Any, ledger: Ledger, hooks: Hooks) -> int:
             label = f"  {batch['batch_id'] if args.wide else batch['short_id']}  "
             text = batch_summary(batch, now)
             print(label + (text if width is None else _cut(text, width - len(label))))
+        if row["parts"]["waiting"]:
+            print(f"  parts: {row['parts']['sent']} sent, {row['parts']['waiting']} waiting for room")
     return 0
 
 

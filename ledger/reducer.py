@@ -49,6 +49,7 @@ class PartState:
     batch_id: str | None = None
     tried: bool = False
     ids_digest: str | None = None
+    source_batch: str | None = None  # the batch whose items this part sends again
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,9 @@ def apply(state: State, record: Record) -> State:
             return _with_job(state, JobState(job_id, pipeline, mode, key, dict(params), ts, ts, n_items=n))
         case PartPlanned(job_id=job_id, idem_key=idem, n_items=n, n_bytes=size, attempt=attempt, model=model) as ev:
             job = state.jobs[job_id]
-            part = PartState(idem, n, size, attempt, ev.input_path, model, ids_digest=ev.ids_digest)
+            part = PartState(
+                idem, n, size, attempt, ev.input_path, model, ids_digest=ev.ids_digest, source_batch=ev.source_batch
+            )
             state = _with_job(state, replace(job, parts={**job.parts, idem: part}, updated_at=ts))
             if ev.source_batch is not None:
                 state = _with_batch(state, replace(state.batches[ev.source_batch], requeued=True))

@@ -4,6 +4,7 @@
     python scripts/bench.py ledger [--events 1000000]
     python scripts/bench.py scale  [--lines 50000] [--cache 1000000]   (ends with the ondemand figures)
     python scripts/bench.py ondemand [--cache 1000000]
+    python scripts/bench.py topic  [--reviews 50000] [--runs 4]   (2 models x 4 runs: apply + aggregate)
 
 ``ledger``: appends per second with fsync from 1 and 4 processes; a no-op cron fetch (batch still running) with a
 long history in the ledger divided by the same with a short one (goal <= 1.3); audit of one custom_id in the long
@@ -311,7 +312,7 @@ def _apply_workspace(root: Path, n_lines: int) -> str:
     batch_dir.mkdir(parents=True)
     ids = []
     with open(batch_dir / "input.jsonl", "wb") as inp, open(batch_dir / "output.jsonl", "wb") as out:
-        for n, (cid, raw) in enumerate(batch_lines(pipeline.work(job_id))):
+        for n, (cid, raw, _) in enumerate(batch_lines(pipeline.work(job_id))):
             if n == n_lines:
                 break
             ids.append(cid)
@@ -397,6 +398,150 @@ def bench_scale(n_lines: int, cache_size: int, repeat: int) -> None:
     bench_ondemand()
 
 
+_TOPIC_FETCH = """
+import sys, time
+from pathlib import Path
+from addm_integration.context import Context
+from addm_integration.extract import Extract
+from addm_integration import fetch
+start = time.perf_counter()
+said = fetch.fetch(Context.open(Path(sys.argv[1])), Extract, sys.argv[2])
+assert said and "aggregated" in said, said
+print(time.perf_counter() - start, _peak_mb())
+"""
+
+# What any reader of a batch's results must do at the least: parse every line and the answer inside it.
+_BARE_PARSE = """
+import sys, time, orjson
+start = time.perf_counter()
+n = 0
+with open(sys.argv[1], "rb") as f:
+    for raw in f:
+        line = orjson.loads(raw)
+        n += len(orjson.loads(line["response"]["body"]["choices"][0]["message"]["content"]))
+print(time.perf_counter() - start, _peak_mb())
+"""
+
+
+def _topic_workspace(root: Path, n_reviews: int, runs: int) -> tuple[str, int]:
+    """A topic job of 2 models x ``runs`` runs over ``n_reviews``: every part applied but the last, whose batch is
+    completed with its files stored, so that a fetch applies it and aggregates the whole job."""
+    import random
+
+    from fake_openai import chat_completion
+
+    from addm_integration import topics
+    from addm_integration.cache import JudgmentCache
+    from addm_integration.context import Context
+    from addm_integration.extract import TopicExtract
+    from addm_integration.inputs import read_task
+    from addm_integration.submit import ids_digest
+
+    generate(root, n_restaurants=n_reviews // 20 + 50, seed=9)
+    task = orjson.loads((root / "data/tasks/yelp/G1a.json").read_bytes())
+    topic = "G1_allergy"
+    (root / "data/tasks/yelp" / f"{topic}.json").write_bytes(
+        orjson.dumps({**task, "task_id": topic, "relevance_field": "is_relevant", "policies": [f"{topic}_V1"]})
+    )
+    sizes = [len(orjson.loads(r)["reviews"]) for r in (root / "data/context/yelp/dataset_K25.jsonl").open("rb")]
+    limit = next(n for n in range(1, len(sizes) + 1) if sum(sizes[:n]) >= n_reviews)
+    ctx = Context.open(root)
+    quotas = topics.parse_models(f"gpt-5-mini:{runs},gpt-5-nano:{runs}")
+    pipeline = TopicExtract(ctx, "", "yelp", 25, limit, "gpt-5-mini", topics=(topic,), quotas=quotas)
+    definition = read_task(root / "data/tasks/yelp" / f"{topic}.json")
+    batch_id, job_id, idem = "batch_topic", "job_topic", "job_topic-007"
+    batch_dir = ctx.ws.batch_dir(batch_id)
+    batch_dir.mkdir(parents=True)
+    rng = random.Random(3)
+    earlier: dict[tuple[str, int], dict[str, object]] = {}
+    cache = JudgmentCache(ctx.ws.judgement_cache("yelp"))
+    ids = []
+    with open(batch_dir / "input.jsonl", "wb") as inp, open(batch_dir / "output.jsonl", "wb") as out:
+        for n, item in enumerate(pipeline.work(job_id)):
+            target = item.custom_id.split("::")
+            review_id, model, run = target[3], target[4], int(target[5][3:])
+            if (model, run) == ("gpt-5-nano", runs):  # the last part: a real answer per line, applied by the fetch
+                raw = (
+                    orjson.dumps(
+                        {
+                            "custom_id": item.custom_id,
+                            "method": "POST",
+                            "url": "/v1/chat/completions",
+                            "body": item.body,
+                        }
+                    )
+                    + b"\n"
+                )
+                ids.append(item.custom_id)
+                inp.write(raw)
+                _, body = chat_completion(dict(item.body))
+                response = {"status_code": 200, "request_id": f"req_{n}", "body": body}
+                line_out = {"id": f"br_{n}", "custom_id": item.custom_id, "response": response, "error": None}
+                out.write(orjson.dumps(line_out) + b"\n")
+                continue
+            relevant = rng.random() < 0.3
+            judgment: dict[str, object] = {"review_id": review_id, "is_relevant": relevant}
+            if relevant:
+                judgment.update({name: rng.choice(list(values)) for name, values in definition.fields.items()})
+            judgment.update(
+                {"date": "2019-03-02 18:40:11", "stars": 4.0, "useful": 0, "_term_hash": definition.fingerprint}
+            )
+            judgment.update({"_model": model, "_run": run, "_extracted_at": "2026-01-01T00:00:00+00:00"})
+            earlier[(review_id, model, run)] = judgment  # type: ignore[index]
+            if len(earlier) == 50_000:  # one merge per earlier part, as their applies did
+                cache.merge(topics.RAW, {topics.raw_key(topic, r, m, k): j for (r, m, k), j in earlier.items()})
+                earlier.clear()
+    if earlier:
+        cache.merge(topics.RAW, {topics.raw_key(topic, r, m, k): j for (r, m, k), j in earlier.items()})
+    # the running tally as the earlier parts' applies would have left it
+    tally = pipeline._count_stored(pipeline.reviews(job_id))
+    (root / "data/ledger/runs" / f"{job_id}.votes.json").write_bytes(orjson.dumps(tally))
+    params = {"pipeline": pipeline.params(), "base_url": "http://127.0.0.1:9/v1", "cron": None, "max_attempts": 1}
+    files = {"output": {"file_id": "file-o"}, "error": {"file_id": None}}
+    n_last = len(ids)
+    ctx.record(
+        JobCreated(job_id, "extract", "24hrbatch", pipeline.key(), params, n_last),
+        PartPlanned(job_id, idem, n_last, 0, 1, str(batch_dir / "input.jsonl"), "gpt-5-nano", None, ids_digest(ids)),
+        BatchCreated(job_id, idem, batch_id),
+        BatchPolled(batch_id, "completed", {"total": n_last, "completed": n_last, "failed": 0}),
+        FilesStored(batch_id, files),
+    )
+    return batch_id, n_last
+
+
+def bench_topic(n_reviews: int, runs: int, repeat: int) -> None:
+    """The last part of a topic job applied, then the whole job aggregated, against the bare parse of that part."""
+    import shutil
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        template = tmp_path / "template"
+        batch_id, n_last = _topic_workspace(template, n_reviews, runs)
+        output = template / "data" / "batches" / batch_id / "output.jsonl"
+        cache = template / "data" / "answers" / "yelp" / "judgement_cache.json"
+        line(f"topic job: 2 models x {runs} runs of {n_last:,} reviews", f"{2 * runs * n_last:,} requests")
+        line("  judgement cache before the last part", f"{cache.stat().st_size / 1e6:.0f} MB")
+        line(f"  last part's output: {n_last:,} lines", f"{output.stat().st_size / 1e6:.0f} MB")
+        bare, ours = [], []
+        for _ in range(repeat):
+            bare.append(_child(_BARE_PARSE, str(output)))
+            root = tmp_path / "run"
+            shutil.rmtree(root, ignore_errors=True)
+            shutil.copytree(template, root)
+            os.sync()
+            ours.append(_child(_TOPIC_FETCH, str(root), batch_id))
+        done = orjson.loads((tmp_path / "run" / "data/answers/yelp/judgement_cache.json").read_bytes())
+        if len(done["aggregated"]) != n_last or len(done["raw"]) != 2 * runs * n_last:
+            raise SystemExit("the fetch did not apply and aggregate the whole job: the comparison is void")
+        b, o = min(t for t, _ in bare), min(t for t, _ in ours)
+        b_rss, o_rss = max(r for _, r in bare), max(r for _, r in ours)
+        line("timings: best of", f"{repeat} runs each")
+        line("bare parse of the last part's output", f"{b:.2f} s, RSS {b_rss:.0f} MB")
+        line("apply of the last part + aggregate of the job", f"{o:.2f} s, peak RSS {o_rss:.0f} MB")
+        line("  ratio to the bare parse (goal <= 2.5)", f"{o / b:.2f}")
+        line("  peak RSS goal < 250 MB", f"{o_rss:.0f} MB")
+
+
 _BARE_LOOP = """
 import asyncio, sys, time, orjson
 from openai import AsyncOpenAI
@@ -446,7 +591,7 @@ def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int
             count = sum(sizes[:limit])
             pipeline.limit = limit
             requests = Path(tmp) / "requests.jsonl"
-            requests.write_bytes(b"".join(raw for _, raw in batch_lines(pipeline.work(None))))
+            requests.write_bytes(b"".join(raw for _, raw, _ in batch_lines(pipeline.work(None))))
             env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
             # Both timed as whole processes (interpreter, imports, reading the requests, the calls).
             start = time.perf_counter()
@@ -502,6 +647,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=5, help="apply timings are the best of this many runs")
     p = sub.add_parser("ondemand")
     p.add_argument("--cache", type=int, default=1_000_000, help="judgments in the cache before the run")
+    p = sub.add_parser("topic")
+    p.add_argument("--reviews", type=int, default=50_000)
+    p.add_argument("--runs", type=int, default=4, help="runs of each of the two models")
+    p.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     print(f"bench {args.what} on {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     if args.what == "ledger":
@@ -511,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_audit_history()
     elif args.what == "ondemand":
         bench_ondemand(cache=args.cache)
+    elif args.what == "topic":
+        bench_topic(args.reviews, args.runs, args.repeat)
     else:
         bench_scale(args.lines, args.cache, args.repeat)
     return 0

@@ -683,7 +683,7 @@ def parse_batch_input(data: bytes, endpoint: str) -> tuple[list[dict[str, Any]],
             model = line_model
         elif line_model != model:
             message = f"Line {number} uses model '{line_model}' but the batch uses '{model}'; use one model per file."
-            errors.append(_batch_error("model_mismatch", message, number))
+            errors.append(_batch_error("mismatched_model", message, number))
             continue
         lines.append(item)
     return lines, model, errors[:100]
@@ -737,6 +737,7 @@ class _Batch:
     outcome: _Outcome
     lines: list[dict[str, Any]] | None = None
     cancel_fraction: float = 0.0
+    tokens: int = 0  # estimated input tokens, counted against the enqueued-token cap while the batch runs
 
 
 @dataclass
@@ -968,6 +969,9 @@ class FakeOpenAI:
         #: ``GET /v1/batches`` lists newest first ("desc", what the service does in practice) or oldest first
         #: ("asc"): its order is not documented, so a client must not depend on it.
         self.batch_list_order = batch_list_order
+        #: Cap on the input tokens of a model's validated, unfinished batches (the service's "enqueued token
+        #: limit"); a batch that would go over it fails at validation with ``token_limit_exceeded``. None: no cap.
+        self.enqueued_token_limit: int | None = None
         #: Wall clock; tests may replace it to walk a batch through its phases without sleeping.
         self._time: Callable[[], float] = time.time
         self._lock = threading.RLock()
@@ -1484,6 +1488,10 @@ class FakeOpenAI:
         if errors:
             self._fail(batch, errors, at)
             return False
+        batch.tokens = sum(math.ceil(len(_message_text(line["body"].get("messages") or [])) / 4) for line in lines)
+        if self.enqueued_token_limit is not None and self._enqueued(batch, model) > self.enqueued_token_limit:
+            self._fail(batch, [self._token_limit_error(batch)], at)
+            return False
         batch.lines = lines
         batch.obj.update(
             status="in_progress",
@@ -1493,13 +1501,25 @@ class FakeOpenAI:
         )
         return True
 
-    @staticmethod
-    def _token_limit_error(batch: _Batch) -> dict[str, Any]:
+    def _enqueued(self, batch: _Batch, model: str | None) -> int:
+        """Input tokens of ``model``'s running batches with this one: earlier batches are validated first."""
+        total = batch.tokens
+        for batch_id in self._batch_order:
+            other = self._batches[batch_id]
+            if other is batch:
+                break
+            self._advance(other)
+            if other.obj["status"] in ("in_progress", "finalizing") and other.obj["model"] == model:
+                total += other.tokens
+        return total
+
+    def _token_limit_error(self, batch: _Batch) -> dict[str, Any]:
         _, model, _ = parse_batch_input(batch.input_data, batch.obj["endpoint"])
+        limit = self.enqueued_token_limit if self.enqueued_token_limit is not None else 2_000_000
         return _batch_error(
             "token_limit_exceeded",
             f"Enqueued token limit reached for {model or 'the model'} in organization org-fake. "
-            "Limit: 2,000,000 enqueued tokens. Please try again once some in_progress batches have been completed.",
+            f"Limit: {limit:,} enqueued tokens. Please try again once some in_progress batches have been completed.",
         )
 
     def _fail(self, batch: _Batch, errors: list[dict[str, Any]], at: int) -> None:
@@ -1683,6 +1703,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch-list-order", choices=("desc", "asc"), default="desc", help="order of GET /v1/batches (desc)"
     )
+    parser.add_argument(
+        "--enqueued-token-limit",
+        type=int,
+        default=None,
+        help="per model: fail a batch with token_limit_exceeded when the input tokens of the running batches "
+        "would go over this (default: no cap)",
+    )
     args = parser.parse_args(argv)
 
     server = FakeOpenAI(
@@ -1693,6 +1720,7 @@ def main(argv: list[str] | None = None) -> int:
         omit_unexecuted=args.omit_unexecuted,
         batch_list_order=args.batch_list_order,
     )
+    server.enqueued_token_limit = args.enqueued_token_limit
     if args.fail_fraction > 0:
         server.set_default_outcome(fail_fraction=args.fail_fraction)
     stop = threading.Event()

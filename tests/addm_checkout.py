@@ -43,11 +43,40 @@ NAPKIN_TASK = _section("Agenda", "\nHelp assess napkin quality.\n") + _section(
 NO_L0_TASK = _section("Agenda", "\nA prompt that never defines its fields.\n")
 
 
-def _policy_yaml(policy_id: str, labels: list[str] | None, extends: str | None = None, scoring: bool = False) -> str:
+SHARED_TERMS = """\
+ACCOUNT_TYPE:
+  name: Account type
+  type: enum
+  values:
+    - id: firsthand
+      label: Firsthand
+      description: The reviewer was there
+    - id: hearsay
+      label: Hearsay
+      description: Someone told the reviewer
+  default: hearsay
+"""
+SPILL_TERMS = """\
+SPILL_SIZE:
+  values:
+    - id: none
+      description: No spill
+    - id: flood
+      description: The table was flooded
+  default: none
+"""
+SPILL_V2_TERM = "spill:SPILL_SIZE"  # only V2 of the spill topic refers to it: the topic holds the union
+
+
+def _policy_yaml(
+    policy_id: str, labels: list[str] | None, extends: str | None = None, scoring: bool = False, term: str = ""
+) -> str:
     lines = [f"# {policy_id}: synthetic", f'policy_id: "{policy_id}"']
     if extends:
         lines.append(f'extends: "{extends}"')
     lines += ["overview:", "  title: Synthetic", "normative:", "  terms:", '    - ref: "shared:ACCOUNT_TYPE"']
+    if term:
+        lines.append(f'    - ref: "{term}"')
     if scoring:
         lines += ["  scoring:", "    severity_points:", "      - label: Big", "        points: 5"]
     if labels:
@@ -89,6 +118,11 @@ def build(checkout: Path, n_restaurants: int = 6) -> Path:
     files["src/addm/query/policies/G2/dates/V3.yaml"] = _policy_yaml(SCORING, None, "G2_dates_V1", scoring=True)
     files["src/addm/query/policies/G6/regulars/V2.yaml"] = _policy_yaml(EXTENDING, None, "G6_regulars_V1")
     files["src/addm/query/policies/G9/broken/V1.yaml"] = "policy_id: [unclosed\n"
+    files["src/addm/query/policies/G1/spill/V2.yaml"] = _policy_yaml(
+        "G1_spill_V2", None, "G1_spill_V1", term=SPILL_V2_TERM
+    )
+    files["src/addm/query/libraries/terms/_shared.yaml"] = SHARED_TERMS
+    files["src/addm/query/libraries/terms/spill.yaml"] = SPILL_TERMS
     for rel, text in files.items():
         path = checkout / rel
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -147,12 +147,10 @@ def test_cancelled_batch_applies_what_ran_and_does_not_requeue(ws: Workspace) ->
 
 def test_failed_validation_is_reported_and_the_same_submit_later_sends_what_is_missing(ws: Workspace) -> None:
     batch = _submit(ws)
-    errors = [{"code": "token_limit_exceeded", "message": "Enqueued token limit reached for gpt-5-nano."}]
+    errors = [{"code": "invalid_json_line", "message": "Line 1 is not valid JSON."}]
     ws.server.set_batch_outcome(batch, "failed", errors=errors)
     run = _cron(ws, batch)
-    assert (
-        "token_limit_exceeded" in run.stdout and "run the same command once the running batches are done" in run.stdout
-    )
+    assert "invalid_json_line" in run.stdout and "run the same command after fixing the cause" in run.stdout
     assert ws.batches() == [] and _job(ws)["state"] == "nothing got through"
 
     again = _submit(ws)

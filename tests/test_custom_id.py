@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from addm_integration.custom_id import CustomIdError, ReviewId, SampleId, decode, encode, parse
+from addm_integration.custom_id import CustomIdError, ReviewId, RunId, SampleId, decode, encode, parse
 
 PLAIN = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1)
 
@@ -22,6 +22,18 @@ def test_review_and_sample_ids_route_back_to_their_components(task: str, busines
     assert parse(SampleId(task, business).encode()) == SampleId(task, business)
 
 
+@given(st.text(), st.text(), st.text(), st.text(), st.integers(min_value=1, max_value=10**6))
+def test_topic_run_ids_route_back_to_topic_review_model_and_run(
+    topic: str, business: str, review: str, model: str, run: int
+) -> None:
+    assert parse(RunId(topic, business, review, model, run).encode()) == RunId(topic, business, review, model, run)
+
+
+def test_plain_topic_run_id_reads_as_upstream_writes_it() -> None:
+    cid = RunId("G1_allergy", "b1", "r1", "gpt-5-nano", 3).encode()
+    assert cid == "policy::G1_allergy::b1::r1::gpt-5-nano::run3"
+
+
 @given(PLAIN, PLAIN, PLAIN)
 def test_plain_ids_are_left_unchanged(task: str, business: str, review: str) -> None:
     assert ReviewId(task, business, review).encode() == f"review::{task}::{business}::{review}"
@@ -34,7 +46,20 @@ def test_separator_inside_a_component_survives() -> None:
     assert parse(cid) == SampleId("run::with::colons", "a:b%3A")
 
 
-@pytest.mark.parametrize("bad", ["", "review::a::b", "sample::a", "other::a::b", "sample::a%zz::b", "sample::a:b::c"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "review::a::b",
+        "sample::a",
+        "other::a::b",
+        "sample::a%zz::b",
+        "sample::a:b::c",
+        "policy::t::b::r::m::run",
+        "policy::t::b::r::m::run0",
+        "policy::t::b::r::m::x1",
+    ],
+)
 def test_foreign_or_malformed_ids_are_refused(bad: str) -> None:
     with pytest.raises(CustomIdError):
         parse(bad)

@@ -19,7 +19,8 @@ POLICY = ("--policy", "G1_allergy_V2")
 TASK = ("--task", "G1a")
 DEAD_URL = "http://127.0.0.1:9/v1"  # nothing listens there
 CHAT = "POST /v1/chat/completions"
-TOKEN_LIMIT = [{"code": "token_limit_exceeded", "message": "Enqueued token limit reached for gpt-5-nano."}]
+# a refusal the tool cannot get past alone (one for tokens is sent again by itself: test_queue)
+INVALID_FILE = [{"code": "invalid_json_line", "message": "Line 1 is not valid JSON."}]
 
 
 def _results(ws: Workspace) -> Path:
@@ -89,7 +90,7 @@ def test_a_baseline_batch_that_got_nothing_through_finalizes_nothing_and_the_sam
     assert ws.run("baseline", *POLICY).returncode == 0
     before = _results(ws).read_bytes()
     assert ws.run("baseline", *POLICY, "--rerun", *submit_args(ws)).returncode == 0
-    failed = _fetch(ws, "failed", errors=TOKEN_LIMIT)
+    failed = _fetch(ws, "failed", errors=INVALID_FILE)
     assert failed.returncode == 0
     assert _results(ws).read_bytes() == before
     assert ws.cron_lines() == {} and _states(ws) == ["finalized", "nothing got through"]

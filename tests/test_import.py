@@ -137,3 +137,27 @@ def test_run_baseline_scores_each_label_family_with_its_own_labels(imported, ser
     assert all(r["verdict"] in labels for r in results["results"])
     if policy_id == SCORING:
         assert all("scoring_trace" in r["parsed"]["justification"] for r in results["results"])
+
+
+def test_import_writes_one_topic_definition_per_topic_with_the_union_of_its_policies_terms(imported) -> None:
+    _, root, _ = imported
+    topic = orjson.loads((root / "data/tasks/yelp/G1_spill.json").read_bytes())
+    assert topic == {
+        "task_id": "G1_spill",
+        "description": "Synthetic",
+        "fields": {
+            "account_type": {"hearsay": "Someone told the reviewer", "firsthand": "The reviewer was there"},
+            "spill_size": {"none": "No spill", "flood": "The table was flooded"},
+        },
+        "policies": ["G1_spill_V1", "G1_spill_V2"],
+    }
+    assert list(orjson.loads((root / "data/tasks/yelp/G2_dates.json").read_bytes())["fields"]) == ["account_type"]
+    dry = subprocess.run(
+        [sys.executable, "-m", "addm_integration.extract", "--root", str(root), "--all", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert dry.returncode == 0, dry.stderr
+    reviews = sum(len(orjson.loads(line)["reviews"]) for line in (root / "data/context/yelp/dataset_K25.jsonl").open())
+    assert f" {3 * 4 * reviews} requests" in dry.stdout  # three topics, mini x1 and nano x3 each
