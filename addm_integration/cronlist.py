@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,8 @@ from addm_integration.doctor import ledger_command
 from addm_integration.errors import BadInput
 from addm_integration.submit import cron_tables
 from ledger.events import CronRemoved
+from ledger.help import fill
 from ledger.reducer import State
-
-WIDTH = 80
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -96,14 +94,7 @@ def rows(ctx: Context, state: State, tabfile: str | None) -> Iterator[Row]:
 
 def _wrap(text: str, indent: str) -> str:
     """At most 80 columns where words allow; an id or a path is never cut."""
-    return textwrap.fill(
-        text,
-        WIDTH,
-        initial_indent=indent,
-        subsequent_indent=indent + "  ",
-        break_on_hyphens=False,
-        break_long_words=False,
-    )
+    return fill(text, indent, indent + "  ")
 
 
 def _print(ctx: Context, found: list[Row]) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-import textwrap
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from addm_integration.errors import AddmError, BadInput
 from addm_integration.ownership import workspace_id
 from addm_integration.submit import CronSpec, cron_tables, install_cron, unsent_inputs
 from ledger.events import CronRemoved
+from ledger.help import fill
 from ledger.reducer import State
 
 FIXABLE = (
@@ -220,12 +220,6 @@ def run(args: Any, ctx: Context) -> int:
         print("no problems found")
     for f in findings if not args.json else []:
         # The finding wrapped at 80 columns; the fix on its own line, whole, so that it can be pasted.
-        said = textwrap.fill(
-            f"{f.kind}: {f.subject}: {f.detail}",
-            79,
-            subsequent_indent="  ",
-            break_long_words=False,
-            break_on_hyphens=False,
-        )
+        said = fill(f"{f.kind}: {f.subject}: {f.detail}", subsequent_indent="  ")
         print(f"{said}\n  fix: {f.fix}")
     return PROBLEMS if findings else 0

@@ -28,8 +28,21 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
             if any(line.startswith((" ", "$")) for line in lines):
                 out.append("\n".join(indent + line for line in lines))
             else:
-                out.append(textwrap.fill(" ".join(lines), width, initial_indent=indent, subsequent_indent=indent))
+                out.append(fill(" ".join(lines), indent, indent))
         return "\n\n".join(out)
+
+
+def fill(text: str, initial_indent: str = "", subsequent_indent: str = "") -> str:
+    """Words filled to WIDTH; an id, a path or a command is never cut, at a hyphen or anywhere else, so that it
+    can be copied whole from the screen."""
+    return textwrap.fill(
+        text,
+        WIDTH,
+        initial_indent=initial_indent,
+        subsequent_indent=subsequent_indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def version() -> str:

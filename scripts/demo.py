@@ -21,12 +21,13 @@ import shlex
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import orjson
 from crontab import CronTab
+
+from ledger.help import fill
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -39,7 +40,7 @@ BARE_ENV = {"HOME": str(Path.home()), "LOGNAME": "demo", "SHELL": "/bin/sh", "PA
 
 
 def say(text: str) -> None:
-    text = textwrap.fill(text, 79, initial_indent="== ", subsequent_indent="   ", break_long_words=False)
+    text = fill(text, "== ", "   ")
     print(f"\n\033[1m{text}\033[0m" if sys.stdout.isatty() else f"\n{text}", flush=True)
 
 
@@ -81,8 +82,7 @@ def what_it_did(log: Path, offset: int, removed: bool) -> str:
     lines = [line.strip() for line in said if line.strip()]
     lines = lines or ["batch still running: nothing to do, nothing printed"]
     lines += ["entry removed"] if removed else []
-    wrap = {"width": 79, "initial_indent": "    ", "subsequent_indent": "      ", "break_long_words": False}
-    return "\n".join(textwrap.fill(line, **wrap) for line in lines)
+    return "\n".join(fill(line, "    ", "      ") for line in lines)
 
 
 def main(argv: list[str] | None = None) -> int:
