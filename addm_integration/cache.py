@@ -41,6 +41,7 @@ from filelock import FileLock
 
 from addm_integration.errors import BadInput
 from addm_integration.workspace import atomic_file
+from ledger.log import bounded_lines
 
 _OPEN = b"{\n"
 _CLOSE = b"}\n"
@@ -79,17 +80,6 @@ def _key_lines(task: bytes, keys: Iterable[str]) -> bytes:
         return b""
     inner = orjson.dumps(keys)[2:-2]
     return task + b'\t"' + inner.replace(b'","', b'"\n' + task + b'\t"') + b'"\n'
-
-
-def _lines(f: BinaryIO, start: int, end: int) -> Iterator[bytes]:
-    f.seek(start)
-    remaining = end - start
-    while remaining > 0:
-        line = f.readline(remaining)
-        if not line:
-            return
-        remaining -= len(line)
-        yield line
 
 
 @contextmanager
@@ -169,7 +159,7 @@ class JudgmentCache:
         if not located:
             return
         with open(self.path, "rb") as f:
-            for line in _lines(f, *located):
+            for line in bounded_lines(f, *located):
                 yield _run_entries(line)
 
     def present(self, task: str, review_ids: Iterable[str], fingerprint: str | None = None) -> set[str]:
@@ -215,7 +205,7 @@ class JudgmentCache:
         current = _MARK + fingerprint.encode() + b'"'
         stale: set[str] = set()
         with open(self.path, "rb") as f:
-            for line in _lines(f, *located):
+            for line in bounded_lines(f, *located):
                 if line.count(_MARK) != line.count(current):
                     entries = _run_entries(line)
                     stale.update(k for k in keys & entries.keys() if _recorded(entries[k]) not in (None, fingerprint))
@@ -305,7 +295,7 @@ class JudgmentCache:
             else:
                 out.truncate(body)
                 out.seek(body)
-                for line in _lines(old, body, end):
+                for line in bounded_lines(old, body, end):
                     run = _run_entries(line)
                     if entries.keys().isdisjoint(run):
                         out.write(line if line.endswith(b",\n") else line[:-1] + b",\n")
@@ -373,7 +363,7 @@ def _find(fd: int, needle: bytes, start: int, end: int) -> int:
 
 def _block_keys(f: BinaryIO, start: int, end: int) -> Iterator[str]:
     """Every entry key of a block, one line of entries at a time."""
-    for line in _lines(f, start, end):
+    for line in bounded_lines(f, start, end):
         yield from _run_entries(line)
 
 

@@ -309,7 +309,7 @@ class Ledger:
             line = _line_number(f, at)
             return LedgerCorrupt(self.path, line, seq if seq is not None else _guess_seq(raw), why)
 
-        for raw in _bounded_lines(f, start, end):
+        for raw in bounded_lines(f, start, end):
             if bad is not None:  # a bad record followed by more lines: that is corruption, not a tear
                 raise corrupt(bad[0], bad[1], str(bad[2]))
             if not raw.endswith(b"\n"):
@@ -384,7 +384,8 @@ def _guess_seq(raw: bytes) -> int | None:
         return None
 
 
-def _bounded_lines(f: BinaryIO, start: int, end: int) -> Iterator[bytes]:
+def bounded_lines(f: BinaryIO, start: int, end: int) -> Iterator[bytes]:
+    """The lines between two offsets, read no further than ``end`` whatever is appended meanwhile."""
     f.seek(start)
     remaining = end - start
     while remaining > 0:
