@@ -97,21 +97,30 @@ def _first_paragraph(lines: Sequence[str]) -> str:
     return " ".join(words)
 
 
+def _yaml_mapping(path: Path, bad: list[tuple[Path, str]]) -> dict[str, Any] | None:
+    """The YAML mapping a file holds, or None with the reason added to ``bad`` (the import goes on without it)."""
+    import yaml  # only the importer needs it
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        bad.append((path, f"not valid YAML ({str(exc).splitlines()[0]})"))
+        return None
+    if not isinstance(doc, dict):
+        bad.append((path, "not a YAML mapping"))
+        return None
+    return doc
+
+
 def read_policies(checkout: Path) -> tuple[dict[str, tuple[Path, dict[str, Any]]], list[tuple[Path, str]]]:
     """policy_id -> (file, document with ``extends`` resolved) of every policy YAML, and the files not usable."""
-    import yaml  # only the importer needs it
 
     raw: dict[str, tuple[Path, dict[str, Any]]] = {}
     bad: list[tuple[Path, str]] = []
     for path in sorted((checkout / "src" / "addm" / "query" / "policies").glob("*/*/*.yaml")):
         group, topic, version = path.parent.parent.name, path.parent.name, path.stem
-        try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            bad.append((path, f"not valid YAML ({str(exc).splitlines()[0]})"))
-            continue
-        if not isinstance(doc, dict):
-            bad.append((path, "not a YAML mapping"))
+        doc = _yaml_mapping(path, bad)
+        if doc is None:
             continue
         policy_id = str(doc.get("policy_id") or f"{group}_{topic}_{version}").replace("/", "_")
         raw[policy_id] = (path, doc)
@@ -237,19 +246,13 @@ def _plan_policies(checkout: Path, ws: Workspace, domain: str, out: Plan) -> dic
 
 def read_terms(checkout: Path) -> tuple[dict[str, dict[str, Any]], list[tuple[Path, str]]]:
     """``<library>:<TERM>`` -> term of upstream's term files (``_shared.yaml`` is the ``shared`` library)."""
-    import yaml
 
     terms: dict[str, dict[str, Any]] = {}
     bad: list[tuple[Path, str]] = []
     for path in sorted((checkout / "src" / "addm" / "query" / "libraries" / "terms").glob("*.yaml")):
         library = "shared" if path.stem == "_shared" else path.stem
-        try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            bad.append((path, f"not valid YAML ({str(exc).splitlines()[0]})"))
-            continue
-        if not isinstance(doc, dict):
-            bad.append((path, "not a YAML mapping"))
+        doc = _yaml_mapping(path, bad)
+        if doc is None:
             continue
         terms.update({f"{library}:{term}": body for term, body in doc.items() if isinstance(body, dict)})
     return terms, bad
