@@ -81,6 +81,11 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def add_limit(p: argparse.ArgumentParser, help: str, dest: str = "limit") -> None:
+    """The one selection flag of both pipelines: ``--limit`` and ``-n`` alike, 0 meaning every restaurant."""
+    p.add_argument("--limit", "-n", dest=dest, type=non_negative_int, default=0, metavar="N", help=help)
+
+
 def parser(prog: str, description: str, examples: Sequence[str]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,

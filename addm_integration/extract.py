@@ -436,14 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"topic mode: who judges each review how often, and the weight of each answer in the vote "
         f"(default {topics.DEFAULT_MODELS})",
     )
-    parser.add_argument(
-        "--limit",
-        "-n",
-        type=cli.non_negative_int,
-        default=0,
-        metavar="N",
-        help="only the first N restaurants of the dataset (0 = all, the default)",
-    )
+    cli.add_limit(parser, "only the first N restaurants of the dataset (0 = all, the default)")
     parser.add_argument(
         "--concurrency", type=cli.positive_int, default=8, metavar="C", help="ondemand calls in flight (8)"
     )

@@ -430,15 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="policy id, e.g. G1_allergy_V2 (G1/allergy/V2 accepted): its agenda is "
         "data/query/<domain>/<policy>_K<k>_prompt.txt (docs/formats.md)",
     )
-    parser.add_argument(
-        "-n",
-        "--limit",
-        dest="n",
-        type=cli.non_negative_int,
-        default=0,
-        metavar="N",
-        help="restaurants to run (0 = all, the default)",
-    )
+    cli.add_limit(parser, "restaurants to run (0 = all, the default)", dest="n")
     parser.add_argument(
         "--skip", type=cli.non_negative_int, default=0, metavar="S", help="skip the first S restaurants (0)"
     )
