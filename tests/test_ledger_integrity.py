@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from addm_integration.context import Context
-from addm_integration.extract import Extract
-from addm_integration.fetch import fetch
+from addm_integration.addm.extract import Extract
+from addm_integration.engine.advance import fetch
+from addm_integration.engine.context import Context
 from ledger.events import (
     BatchCreated,
     BatchSettled,

@@ -20,13 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from addm_integration import credentials, failpoints, openai_api, pacing
-from addm_integration.context import Context, create_job
-from addm_integration.cron import SCHEDULE, CronTable, cron_supported, fetch_command
+from addm_integration import failpoints
+from addm_integration.engine import pacing
+from addm_integration.engine.context import Context, create_job
+from addm_integration.engine.pipeline import Pipeline, WorkItem
 from addm_integration.errors import BadInput
-from addm_integration.ownership import ensure_workspace_id
-from addm_integration.pipeline import Pipeline, WorkItem
-from addm_integration.workspace import atomic_file
+from addm_integration.provider import openai_api
+from addm_integration.schedule.cron import SCHEDULE, CronTable, cron_supported, fetch_command
+from addm_integration.store import credentials
+from addm_integration.store.ownership import ensure_workspace_id
+from addm_integration.store.workspace import atomic_file
 from ledger.events import BatchCreated, CronInstalled, Event, FileUploaded, PartPlanned, SendStarted, ServiceReached
 from ledger.reducer import JobState, PartState, State
 
@@ -381,7 +384,7 @@ def _continue(ctx: Context, pipeline: Pipeline, job: JobState, limits: Limits) -
 
     A job whose batches all ended without a result (failed validation, every item failed) was left open for this.
     """
-    from addm_integration.fetch import job_complete  # fetch builds on this module, not the other way round
+    from addm_integration.engine.advance import job_complete  # fetch builds on this module, not the other way round
 
     asked = 0
     if job_complete(ctx.job_state(job.job_id), job):

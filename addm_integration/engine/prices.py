@@ -12,9 +12,9 @@ from pathlib import Path
 
 import orjson
 
-from addm_integration import submit
+from addm_integration.engine import submit
+from addm_integration.engine.pipeline import Pipeline
 from addm_integration.errors import BadInput
-from addm_integration.pipeline import Pipeline
 
 PRICES: dict[str, tuple[float, float]] = {
     "gpt-5-nano": (0.05, 0.40),

@@ -11,12 +11,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from addm_integration.outcomes import Outcome
+from addm_integration.provider.outcomes import Outcome
 from ledger.events import Event, ItemsApplied, ItemsFailed, JobFinalized
 from ledger.reducer import JobState
 
 if TYPE_CHECKING:
-    from addm_integration.context import Context
+    from addm_integration.engine.context import Context
 
 
 @dataclass(frozen=True)

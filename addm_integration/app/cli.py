@@ -15,11 +15,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from addm_integration import credentials, errors, fetch, ondemand, openai_api, pacing, prices, submit
-from addm_integration.context import Context
+from addm_integration import errors
+from addm_integration.engine import advance as fetch
+from addm_integration.engine import ondemand, pacing, prices, submit
+from addm_integration.engine.context import Context
+from addm_integration.engine.pipeline import Pipeline
 from addm_integration.errors import BadInput, Transient
-from addm_integration.pipeline import Pipeline
-from addm_integration.workspace import Workspace
+from addm_integration.provider import openai_api
+from addm_integration.store import credentials
+from addm_integration.store.workspace import Workspace
 from ledger import failures
 from ledger.cli import RootMissing, batch_row, batch_summary, find_root, resolve_id
 from ledger.help import Formatter, add_version
@@ -233,8 +237,8 @@ def _dispatch(ctx: Context, args: Any, argv: list[str], cls: type[Pipeline], bui
         return message or ""
     if args.model not in prices.table():
         print(
-            f"warning: no price for model {args.model!r} in the price table (addm_integration/prices.py, or a file "
-            "named by ADDM_PRICES): its cost will show as unknown",
+            f"warning: no price for model {args.model!r} in the price table (addm_integration/engine/prices.py, "
+            "or a file named by ADDM_PRICES): its cost will show as unknown",
             file=sys.stderr,
         )
     pipeline = build(ctx, args)

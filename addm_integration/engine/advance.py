@@ -17,12 +17,15 @@ from typing import Any
 
 import orjson
 
-from addm_integration import credentials, failpoints, openai_api, pacing, submit
-from addm_integration.context import Context
+from addm_integration import failpoints
+from addm_integration.engine import pacing, submit
+from addm_integration.engine.context import Context
+from addm_integration.engine.pipeline import Pipeline, apply_outcomes, finalize
+from addm_integration.engine.progress import progress
 from addm_integration.errors import BadInput, Corrupt
-from addm_integration.outcomes import Outcome, from_batch_line
-from addm_integration.pipeline import Pipeline, apply_outcomes, finalize
-from addm_integration.progress import progress
+from addm_integration.provider import openai_api
+from addm_integration.provider.outcomes import Outcome, from_batch_line
+from addm_integration.store import credentials
 from ledger.events import BatchPolled, BatchSettled, CronRemoved, FilesStored
 from ledger.reducer import TERMINAL, BatchState, JobState, State
 

@@ -20,14 +20,14 @@ from filelock import FileLock, Timeout
 
 from addm_integration import failpoints
 from addm_integration.errors import Corrupt, Refused
-from addm_integration.workspace import Workspace
+from addm_integration.store.workspace import Workspace
 from ledger.events import AccessRefused, Event, JobCreated
 from ledger.index import Index
 from ledger.log import Ledger, LedgerCorrupt, utcnow
 from ledger.reducer import JobState, State, fold_ledger
 
 if TYPE_CHECKING:
-    from addm_integration.pipeline import Pipeline
+    from addm_integration.engine.pipeline import Pipeline
 
 
 @dataclass
