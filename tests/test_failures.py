@@ -242,6 +242,7 @@ def test_ondemand_requests_keep_flowing_while_an_apply_runs(ws: Workspace, monke
 
     from addm_integration.engine import ondemand
     from addm_integration.engine.pipeline import WorkItem
+    from addm_integration.provider.openai_api import OpenAIProvider
     from addm_integration.store.credentials import Credentials
 
     monkeypatch.setattr(ondemand, "CHUNK", 5)
@@ -259,5 +260,5 @@ def test_ondemand_requests_keep_flowing_while_an_apply_runs(ws: Workspace, monke
         if ws.server.stats()["by_endpoint"].get("POST /v1/chat/completions", 0) >= len(items):
             all_asked.set()
 
-    asyncio.run(ondemand._run(Credentials(KEY, ws.server.base_url), iter(items), 4, flush, advance))
+    asyncio.run(ondemand._run(OpenAIProvider(Credentials(KEY, ws.server.base_url)), iter(items), 4, flush, advance))
     assert sum(chunks) == len(items) and len(chunks) >= 2

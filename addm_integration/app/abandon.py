@@ -17,11 +17,9 @@ from addm_integration.engine.context import Context
 from addm_integration.engine.submit import job_cron_table
 from addm_integration.errors import BadInput, Transient
 from addm_integration.provider import openai_api
-from addm_integration.store import credentials
+from addm_integration.provider.base import STOPPED
 from ledger.events import BatchPolled, CronRemoved, JobAbandoned
-from ledger.reducer import TERMINAL, JobState
-
-STOPPING = TERMINAL | {"cancelling"}
+from ledger.reducer import JobState
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -60,15 +58,14 @@ def run(args: Any, ctx: Context) -> int:
 def _abandon(ctx: Context, job: JobState, *, cancel: bool) -> list[str]:
     """Cancel (when asked), then remove the entries, then record: a run stopped halfway is finished by the next."""
     state = ctx.job_state(job.job_id)
-    running = [b for b in state.batches_of(job.job_id) if b.status not in STOPPING]
+    running = [b for b in state.batches_of(job.job_id) if openai_api.phase(b.status) not in STOPPED]
     cancelled: list[str] = []
     if cancel and running:
-        creds = credentials.resolve(ctx.ws.root, base_url=job.params.get("base_url"))
-        api = openai_api.client(creds)
+        provider = ctx.provider(job.params.get("base_url"))
         for batch in running:
-            remote = openai_api.retrieve(api, creds, batch.batch_id)
-            if remote.status not in STOPPING:  # one that ended meanwhile cannot be cancelled (409)
-                remote = openai_api.cancel(api, creds, batch.batch_id)
+            remote = provider.retrieve(batch.batch_id)
+            if remote.phase not in STOPPED:  # one that ended meanwhile cannot be cancelled (409)
+                remote = provider.cancel(batch.batch_id)
                 cancelled.append(batch.batch_id)
             ctx.record(BatchPolled(batch.batch_id, remote.status, dict(batch.counts), tuple(batch.errors)))
     table = job_cron_table(job)

@@ -198,7 +198,7 @@ def run(
         args.llm_mode = args.llm_mode or ("24hrbatch" if args.batch_id else "ondemand")
         if args.llm_mode == "ondemand":
             _refuse_batch_flags(argv, args.dry_run)
-        message = _dispatch(Context.open(root), args, argv, cls, build)
+        message = _dispatch(Context.open(root, connect=openai_api.connector(root)), args, argv, cls, build)
     except KeyboardInterrupt:
         print(f"{p.prog}: interrupted; what was applied is kept, run the same command to continue", file=sys.stderr)
         return 130

@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 
 from addm_integration import failpoints
 from addm_integration.errors import Corrupt, Refused
+from addm_integration.provider.base import Connect, Provider
 from addm_integration.store.workspace import Workspace
 from ledger.events import AccessRefused, Event, JobCreated
 from ledger.index import Index
@@ -35,11 +36,18 @@ class Context:
     ws: Workspace
     ledger: Ledger
     clock: Callable[[], datetime] = utcnow
+    connect: Connect | None = None  # the service the app chose (tests: a fake); None for runs that call none
 
     @classmethod
-    def open(cls, root: Path, clock: Callable[[], datetime] = utcnow) -> Context:
+    def open(cls, root: Path, clock: Callable[[], datetime] = utcnow, connect: Connect | None = None) -> Context:
         ws = Workspace(root)
-        return cls(ws, Ledger(ws.ledger_dir, clock=clock), clock)
+        return cls(ws, Ledger(ws.ledger_dir, clock=clock), clock, connect)
+
+    def provider(self, base_url: str | None = None) -> Provider:
+        """The service a job's calls go to: at the URL the job is pinned to, else the configured one."""
+        if self.connect is None:
+            raise RuntimeError("this run was started without a provider to call")
+        return self.connect(base_url)
 
     @property
     def index(self) -> Index:

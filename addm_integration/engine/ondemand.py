@@ -14,43 +14,22 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING
-
-import orjson
 
 from addm_integration.engine.context import Context, create_job
 from addm_integration.engine.pipeline import Pipeline, WorkItem, apply_outcomes, finalize
 from addm_integration.engine.progress import progress
 from addm_integration.errors import BadInput, Refused, Transient
-from addm_integration.provider import openai_api
-from addm_integration.provider.outcomes import Outcome, from_body, from_exception, reached
-from addm_integration.store import credentials
-from addm_integration.store.credentials import Credentials
+from addm_integration.provider.base import Outcome, Provider, reached
 from ledger.events import RunEnded, RunStarted, ServiceReached
 from ledger.reducer import JobState
-
-if TYPE_CHECKING:
-    from openai import AsyncOpenAI
 
 MODE = "ondemand"
 CHUNK = 500
 CHUNK_SECONDS = 5.0
 
 
-async def _call(api: AsyncOpenAI, item: WorkItem, secret: str | None) -> Outcome | Refused:
-    started = time.perf_counter()
-    try:
-        # The raw body, read as a batch line's body is: the same parser for both modes, and no model building.
-        raw = await api.chat.completions.with_raw_response.create(**item.body)
-        body = orjson.loads(raw.content)
-    except Exception as exc:
-        return openai_api.refusal(exc, "requests", secret) or from_exception(item.custom_id, exc, secret)
-    latency = (time.perf_counter() - started) * 1000
-    return from_body(item.custom_id, body, latency_ms=round(latency, 1))
-
-
 async def _run(
-    creds: Credentials,
+    provider: Provider,
     items: Iterator[WorkItem],
     concurrency: int,
     flush: Callable[[list[Outcome]], None],
@@ -61,7 +40,6 @@ async def _run(
     An apply rewrites the cache (a million judgments: a second or more of disk): in the event loop it would stall
     every request in flight. Outcomes that arrive during an apply wait for the next one, which takes them all.
     """
-    api = openai_api.async_client(creds)
     buffer: list[Outcome] = []
     refused: list[Refused] = []
     last_flush = time.monotonic()
@@ -81,11 +59,13 @@ async def _run(
     async def worker() -> None:
         # A shared iterator: each item is taken by exactly one worker, and none once the account refused.
         while not refused and (item := next(items, None)) is not None:
-            outcome = await _call(api, item, creds.api_key)
-            advance(failed=not isinstance(outcome, Outcome) or not outcome.ok)
-            if isinstance(outcome, Refused):
-                refused.append(outcome)
+            try:
+                outcome = await provider.chat(item.custom_id, item.body)
+            except Refused as exc:
+                advance(failed=True)
+                refused.append(exc)
                 continue
+            advance(failed=not outcome.ok)
             buffer.append(outcome)
             if len(buffer) >= CHUNK or time.monotonic() - last_flush >= CHUNK_SECONDS:
                 start_apply()
@@ -98,13 +78,13 @@ async def _run(
         if buffer:
             await asyncio.to_thread(flush, buffer[:])
             buffer.clear()
-        await api.close()
+        await provider.aclose()
     if refused:
         raise refused[0]
 
 
 def run(
-    creds: Credentials,
+    provider: Provider,
     items: Iterable[WorkItem],
     total: int,
     concurrency: int,
@@ -112,7 +92,7 @@ def run(
     already: int = 0,
 ) -> None:
     with progress(total, "requests", already=already, counts=True) as advance:
-        asyncio.run(_run(creds, iter(items), concurrency, flush, advance))
+        asyncio.run(_run(provider, iter(items), concurrency, flush, advance))
 
 
 def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
@@ -127,8 +107,8 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
     try:
         job = ctx.open_job(pipeline.key(), MODE)
         if job is None:
-            creds = credentials.resolve(ctx.ws.root)
-            openai_api.require_key(creds)
+            provider = ctx.provider()
+            provider.check()
             job_id, created = create_job(ctx, pipeline, MODE, {})
             items = list(pipeline.work(job_id))
             if not items:
@@ -137,12 +117,12 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
             said = f"sent {len(items)} requests (job {job_id})"
         else:
             job_id = job.job_id
-            creds = credentials.resolve(ctx.ws.root, base_url=job.params.get("base_url"))
-            openai_api.require_key(creds)
+            provider = ctx.provider(job.params.get("base_url"))
+            provider.check()
             items = list(pipeline.work(job_id))
             ctx.record(RunStarted(job_id))
             said = f"continued job {job_id}: sent the {len(items)} requests it still lacked"
-        return _run_job(ctx, pipeline, ctx.job_state(job_id).jobs[job_id], creds, items, concurrency, said)
+        return _run_job(ctx, pipeline, ctx.job_state(job_id).jobs[job_id], provider, items, concurrency, said)
     finally:
         lock.release()
 
@@ -151,7 +131,7 @@ def _run_job(
     ctx: Context,
     pipeline: Pipeline,
     job: JobState,
-    creds: Credentials,
+    provider: Provider,
     items: list[WorkItem],
     concurrency: int,
     said: str,
@@ -166,7 +146,7 @@ def _run_job(
         nonlocal transient, applied, pinned
         result, events = apply_outcomes(pipeline, job, chunk, batch_id=None, attempt=1)
         if not pinned and any(reached(o) for o in chunk):  # the URL that answered is the job's from now on
-            events.append(ServiceReached(job.job_id, creds.base_url))
+            events.append(ServiceReached(job.job_id, provider.url))
             pinned = True
         ctx.record(*events)
         reasons.update(reason for _, reason, _ in result.failures)
@@ -175,7 +155,7 @@ def _run_job(
 
     try:
         try:
-            run(creds, items, len(items), concurrency, flush, already=max(job.n_items - len(items), 0))
+            run(provider, items, len(items), concurrency, flush, already=max(job.n_items - len(items), 0))
         except Refused:  # what came back before it is applied; the job waits for the key or the account
             ended = "refused"
             raise
@@ -184,7 +164,7 @@ def _run_job(
             if transient == len(items):
                 ended = "unreachable"
                 raise Transient(
-                    f"all {len(items)} requests to {creds.base_url} failed ({top}); nothing was written, "
+                    f"all {len(items)} requests to {provider.url} failed ({top}); nothing was written, "
                     f"the next run retries them"
                 )
             ended = "nothing"

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from addm_integration.provider.outcomes import Outcome
+from addm_integration.provider.base import Outcome
 from ledger.events import Event, ItemsApplied, ItemsFailed, JobFinalized
 from ledger.reducer import JobState
 

@@ -1,4 +1,5 @@
-"""Everything that talks to the OpenAI API, and the translation of its failures into ours.
+"""The OpenAI adapter of the provider seam: every call to the OpenAI API, the translation of its failures into
+ours, and the reading of its answers and result lines.
 
 Creating calls (upload, batch create) run with the SDK's automatic retries off: the SDK sends no idempotency key,
 so a retried POST that the server had already accepted would create a second, paid batch unseen. Instead the
@@ -11,13 +12,24 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from addm_integration.errors import BadInput, Refused, Transient
+from addm_integration.provider.base import (
+    IDEM_METADATA_KEY,
+    JOB_METADATA_KEY,  # noqa: F401 (the engine still reads the tags from here)
+    WORKSPACE_METADATA_KEY,  # noqa: F401
+    Connect,
+    Outcome,
+    Phase,
+    RemoteBatch,
+)
+from addm_integration.store import credentials
 from addm_integration.store.credentials import Credentials
 from addm_integration.store.workspace import atomic_file
 
@@ -26,12 +38,29 @@ if TYPE_CHECKING:  # the SDK takes most of a second to import: only runs that ta
     from openai.types import Batch
 
 ENDPOINT = "/v1/chat/completions"
-IDEM_METADATA_KEY = "addm_idem_key"
-JOB_METADATA_KEY = "addm_job_id"
-WORKSPACE_METADATA_KEY = "addm_workspace"  # the id of the workspace that sent the batch (store/ownership.py)
+MAX_REQUESTS = 50_000  # per batch
+MAX_BYTES = 200_000_000  # of a batch's input file
 RETRYABLE_STATUS = frozenset({408, 429})
-UNANSWERED = frozenset({"timed out", "connection failed"})  # describe()'s words for a call nobody answered
+RETRYABLE_CODES = frozenset({"batch_expired", "request_timeout"})  # result-line error codes worth sending again
 _SECRET = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
+
+
+# The Batch API's status words as the neutral phases the engine decides by.
+PHASES = {
+    "validating": Phase.SUBMITTED,
+    "in_progress": Phase.RUNNING,
+    "finalizing": Phase.RUNNING,
+    "cancelling": Phase.STOPPING,
+    "completed": Phase.FINISHED,
+    "failed": Phase.FAILED,
+    "expired": Phase.EXPIRED,
+    "cancelled": Phase.CANCELLED,
+}
+
+
+def phase(status: str) -> Phase:
+    """The phase of a batch the service says is ``status``; a word it adds later is polled again, never an end."""
+    return PHASES.get(status, Phase.RUNNING)
 
 
 TIMEOUT_ENV = "ADDM_TIMEOUT"
@@ -145,7 +174,7 @@ def describe(exc: BaseException, secret: str | None = None) -> str:
     import openai
 
     if isinstance(exc, openai.APITimeoutError):
-        text = "timed out"
+        text = "timed out"  # the words of base.UNANSWERED: nobody answered
     elif isinstance(exc, openai.APIConnectionError):
         text = "connection failed"
     elif isinstance(exc, openai.APIStatusError):
@@ -288,3 +317,159 @@ def batch_errors(batch: Batch) -> tuple[dict[str, Any], ...]:
     if not batch.errors or not batch.errors.data:
         return ()
     return tuple({"code": e.code, "message": redact(e.message or ""), "line": e.line} for e in batch.errors.data if e)
+
+
+def snapshot(batch: Batch) -> RemoteBatch:
+    """The SDK's batch as the engine reads it: its phase beside the status word, its errors free of secrets."""
+    counts = batch.request_counts.model_dump() if batch.request_counts else {}
+    return RemoteBatch(
+        id=batch.id,
+        phase=phase(batch.status),
+        status=batch.status,
+        created_at=float(batch.created_at),
+        input_file_id=batch.input_file_id,
+        output_file_id=batch.output_file_id,
+        error_file_id=batch.error_file_id,
+        counts=counts,
+        errors=batch_errors(batch),
+        metadata=dict(batch.metadata or {}),
+    )
+
+
+def from_body(custom_id: str, body: Any, latency_ms: float | None = None) -> Outcome:
+    """A chat completion (as JSON) that came back with a 2xx status: live or in a batch, the same reading."""
+    try:
+        content = body["choices"][0]["message"].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return Outcome(custom_id, error="answer without choices", retryable=True)
+    if content is None:
+        return Outcome(custom_id, error="answer without content", retryable=True)
+    usage = body.get("usage")
+    return Outcome(custom_id, content, usage if type(usage) is dict else None, None, False, latency_ms)
+
+
+def from_batch_line(line: dict[str, Any]) -> Outcome:
+    """One line of a batch output or error file (its ``custom_id`` already checked to be a string).
+
+    Classified by content, never by which file the line came from.
+    """
+    custom_id = line["custom_id"]
+    error = line.get("error")
+    if error:
+        code = str(error.get("code") or "error") if type(error) is dict else "error"
+        return Outcome(custom_id, error=code, retryable=code in RETRYABLE_CODES)
+    response = line.get("response")
+    if type(response) is not dict:
+        return Outcome(custom_id, error="line without response", retryable=True)
+    status = response.get("status_code")
+    body = response.get("body")
+    if type(status) is int and 200 <= status < 300:
+        return from_body(custom_id, body)
+    if type(status) is not int:
+        status = int(status) if isinstance(status, str) and status.isdigit() else 0
+    detail = body.get("error") if type(body) is dict else None
+    detail = detail if type(detail) is dict else {}
+    code = detail.get("code") or detail.get("type") or ""
+    message = detail.get("message") or ""
+    reason = redact(f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else ""))
+    retryable = retryable_status(status) and not refused_status(status, code or None)  # no credit: not a rate limit
+    return Outcome(custom_id, error=" ".join(reason.split())[:300], retryable=retryable)
+
+
+def from_exception(custom_id: str, exc: BaseException, secret: str | None) -> Outcome:
+    """A live call that raised after the SDK's own retries."""
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError):
+        return Outcome(custom_id, error=describe(exc, secret), retryable=True)
+    if isinstance(exc, openai.APIStatusError):
+        return Outcome(custom_id, error=describe(exc, secret), retryable=retryable_status(exc.status_code))
+    return Outcome(custom_id, error=describe(exc, secret), retryable=False)
+
+
+class OpenAIProvider:
+    """The ``Provider`` of the OpenAI API over the ``openai`` SDK, for one key and base URL.
+
+    The SDK clients are made at the first call that needs them (importing the SDK takes most of a second, and a
+    run that has nothing to do never pays for it); ``check`` is what a run asks before it creates a job.
+    """
+
+    max_requests = MAX_REQUESTS
+    max_bytes = MAX_BYTES
+
+    def __init__(self, creds: Credentials) -> None:
+        self.creds = creds
+        self.url = creds.base_url
+        self._sync: OpenAI | None = None
+        self._async: AsyncOpenAI | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider({self.creds!r})"
+
+    @property
+    def _api(self) -> OpenAI:
+        if self._sync is None:
+            self._sync = client(self.creds)
+        return self._sync
+
+    def check(self) -> None:
+        require_key(self.creds)
+
+    def request_line(self, custom_id: str, body: Mapping[str, Any]) -> bytes:
+        return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}) + b"\n"
+
+    def read_line(self, line: dict[str, Any]) -> Outcome:
+        return from_batch_line(line)
+
+    def upload(self, path: Path, filename: str) -> str:
+        return upload(self._api, self.creds, path, filename)
+
+    def find_file(self, filename: str, size: int, not_before: float) -> str | None:
+        return find_file(self._api, self.creds, filename, size, not_before)
+
+    def create(self, file_id: str, metadata: Mapping[str, str]) -> RemoteBatch:
+        return snapshot(create_batch(self._api, self.creds, file_id, dict(metadata)))
+
+    def find_batch(self, idem_key: str, not_before: float) -> RemoteBatch | None:
+        found = find_batch(self._api, self.creds, idem_key, not_before)
+        return snapshot(found) if found is not None else None
+
+    def retrieve(self, batch_id: str) -> RemoteBatch:
+        return snapshot(retrieve(self._api, self.creds, batch_id))
+
+    def cancel(self, batch_id: str) -> RemoteBatch:
+        return snapshot(cancel(self._api, self.creds, batch_id))
+
+    def list(self) -> Iterator[RemoteBatch]:
+        """Every page, read before the first batch is handed out: a failure midway is one error, not half a list."""
+        with api_call("batch list", self.creds):
+            batches = list(self._api.batches.list(limit=100))
+        return iter([snapshot(b) for b in batches])
+
+    def download(self, file_id: str, dest: Path) -> dict[str, Any]:
+        return download(self._api, self.creds, file_id, dest)
+
+    async def chat(self, custom_id: str, body: Mapping[str, Any]) -> Outcome:
+        if self._async is None:
+            self._async = async_client(self.creds)
+        started = time.perf_counter()
+        try:
+            # The raw body, read as a batch line's body is: the same parser for both modes, and no model building.
+            raw = await self._async.chat.completions.with_raw_response.create(**body)
+            answer = orjson.loads(raw.content)
+        except Exception as exc:
+            refused = refusal(exc, "requests", self.creds.api_key)
+            if refused is not None:
+                raise refused from None
+            return from_exception(custom_id, exc, self.creds.api_key)
+        return from_body(custom_id, answer, latency_ms=round((time.perf_counter() - started) * 1000, 1))
+
+    async def aclose(self) -> None:
+        if self._async is not None:
+            await self._async.close()
+            self._async = None
+
+
+def connector(root: Path) -> Connect:
+    """How the application reaches the OpenAI API: the key and URL of ``root`` (a job's pinned URL wins)."""
+    return lambda base_url: OpenAIProvider(credentials.resolve(root, base_url=base_url))
