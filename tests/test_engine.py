@@ -1,0 +1,101 @@
+"""The engine against the in-process provider: a fault at every provider call of a run, then the same command
+again, ends with every item applied once and nothing paid twice.
+
+In-process and deterministic (no server, no subprocess, no wait), so the sweep covers each call of a run; the
+end-to-end and kill -9 tests keep the real SDK over HTTP and real processes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from fake_provider import Crash, FakeProvider
+from gen_data import generate
+
+from addm_integration.addm.extract import Extract
+from addm_integration.engine import ondemand
+from addm_integration.engine.context import Context
+from addm_integration.errors import AddmError
+from ledger.events import ItemsApplied
+
+# The faults a call can meet; ``lost_reply`` (done, then no answer) and ``crash_after`` are the ones that pay
+# twice when an engine takes no answer for not done.
+SWEPT = ("server_error", "lost_reply", "unauthorized", "crash", "crash_after")
+N_ITEMS = 25  # the reviews of the first restaurant
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "ws"
+    generate(root, n_restaurants=2, seed=11)
+    return root
+
+
+@pytest.fixture
+def root(dataset: Path, tmp_path: Path) -> Path:
+    """A fresh workspace with the shared synthetic data (copied: a run writes its cache and ledger there)."""
+    import shutil
+
+    return Path(shutil.copytree(dataset, tmp_path / "ws"))
+
+
+def _ctx(root: Path, fake: FakeProvider) -> Context:
+    return Context.open(root, connect=lambda url: fake)
+
+
+def _extract(ctx: Context) -> Extract:
+    return Extract(ctx, "G1a", limit=1)
+
+
+def _wanted(root: Path) -> set[str]:
+    return set(_extract(Context.open(root))._from_dataset())
+
+
+def _cached(root: Path) -> set[str]:
+    path = Context.open(root).ws.cache("yelp")
+    return set(orjson.loads(path.read_bytes()).get("G1a", {})) if path.exists() else set()
+
+
+def _applied(ctx: Context) -> Counter[str]:
+    """How many times each item was applied (a replay is not an apply)."""
+    return Counter(
+        cid
+        for r in ctx.ledger.records()
+        if isinstance(r.event, ItemsApplied) and r.event.kind == "apply"
+        for cid in r.event.custom_ids
+    )
+
+
+def _converged(root: Path, ctx: Context, fake: FakeProvider) -> None:
+    applied = _applied(ctx)
+    assert _cached(root) == _wanted(root), "an item was lost"
+    assert len(applied) == N_ITEMS and set(applied.values()) == {1}, f"applied twice: {applied.most_common(2)}"
+    assert all(job.finalized or not job.open for job in ctx.state().jobs.values())
+
+
+# -- ondemand ----------------------------------------------------------------------------------------------------
+
+
+def _ondemand(ctx: Context) -> str | None:
+    try:
+        return ondemand.execute(ctx, _extract(ctx), concurrency=1)
+    except (AddmError, Crash):
+        return None
+
+
+@pytest.mark.parametrize("fault", SWEPT)
+@pytest.mark.parametrize("call", range(1, N_ITEMS + 1, 8))
+def test_ondemand_a_fault_at_any_call_is_made_good_by_the_same_command(root: Path, call: int, fault: str) -> None:
+    fake = FakeProvider()
+    fake.fail_call(call, fault)
+    ctx = _ctx(root, fake)
+    _ondemand(ctx)
+    assert _ondemand(ctx) is not None  # the second run finishes the work
+    _converged(root, ctx, fake)
+    asked = Counter(fake.chats)
+    again = {cid for cid, n in asked.items() if n > 1}
+    assert len(again) <= 1, f"answered items asked again: {again}"  # only a call whose answer was lost
+    assert _ondemand(ctx) is not None and Counter(fake.chats) == asked  # a third run asks for nothing
