@@ -72,10 +72,12 @@ class _Batch:
     output_file_id: str | None = None
     error_file_id: str | None = None
     cancel_asked: bool = False
+    checks: int = 0
 
 
 class FakeProvider:
-    """The service in memory. ``ends`` says how the batches end, in order of creation (then: completed)."""
+    """The service in memory. ``ends`` says how the batches end, in order of creation (then: completed);
+    ``checks`` how many status checks a batch takes to end."""
 
     max_requests = MAX_REQUESTS
     max_bytes = MAX_BYTES
@@ -86,12 +88,14 @@ class FakeProvider:
         *,
         ends: list[End] | None = None,
         token_limit: int | None = None,
+        checks: int = 3,
         answer: Answer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
         self.ends = list(ends or [])
         self.token_limit = token_limit
+        self.checks = checks
         self.answer = answer or (lambda custom_id, body: chat_completion(body))
         self.clock = clock
         self.files: dict[str, _File] = {}
@@ -250,20 +254,27 @@ class FakeProvider:
                 yield line["custom_id"], line["body"]
 
     def _step(self, batch: _Batch) -> None:
-        """One step of the batch's life per status check: time passes only when someone looks."""
+        """One step of the batch's life per status check (time passes only when someone looks): ``checks`` of
+        them from validating to its end (3: in_progress, finalizing, completed)."""
+        if phase(batch.status) in ENDED:
+            return
         lines = list(self._lines(batch))
+        batch.checks += 1
         if batch.status == "validating" and not batch.cancel_asked:
             problem = self._invalid(batch, lines)
             if problem is not None:
                 batch.status, batch.errors = "failed", (problem,)
-            else:
-                batch.status, batch.counts = "in_progress", {"total": len(lines), "completed": 0, "failed": 0}
-        elif batch.status == "in_progress" and batch.end.status in ("completed", "failed"):
+                return
+            batch.counts = {"total": len(lines), "completed": 0, "failed": 0}
+            if batch.checks < self.checks:
+                batch.status = "in_progress"
+                return
+        elif batch.status == "in_progress" and batch.checks < self.checks and batch.end.status == "completed":
             batch.status = "finalizing"
-        elif batch.status in ("in_progress", "finalizing", "cancelling"):
-            ending = "cancelled" if batch.cancel_asked else batch.end.status
-            ran = 0 if batch.cancel_asked and batch.end.done is None else batch.end.done
-            self._finish(batch, lines, ending, len(lines) if ran is None else ran)
+            return
+        ending = "cancelled" if batch.cancel_asked else batch.end.status
+        ran = 0 if batch.cancel_asked and batch.end.done is None else batch.end.done
+        self._finish(batch, lines, ending, len(lines) if ran is None else ran)
 
     def _invalid(self, batch: _Batch, lines: list[tuple[str, dict[str, Any]]]) -> dict[str, Any] | None:
         if batch.end.status == "failed":
