@@ -21,8 +21,8 @@ from gen_data import generate
 
 from addm_integration.addm.extract import Extract
 from addm_integration.engine import ondemand
-from addm_integration.engine.context import Context
 from addm_integration.errors import AddmError
+from addm_integration.store.context import Context
 from ledger.events import ItemsApplied
 
 # The faults a call can meet; ``lost_reply`` (done, then no answer) and ``crash_after`` are the ones that pay

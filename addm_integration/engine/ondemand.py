@@ -15,11 +15,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
-from addm_integration.engine.context import Context, create_job
-from addm_integration.engine.pipeline import Pipeline, WorkItem, apply_outcomes, finalize
+from addm_integration.engine.pipeline import Pipeline, WorkItem, apply_outcomes, create_job, finalize
 from addm_integration.engine.progress import progress
 from addm_integration.errors import BadInput, Refused, Transient
 from addm_integration.provider.base import Outcome, Provider, reached
+from addm_integration.store.context import Context
 from ledger.events import RunEnded, RunStarted, ServiceReached
 from ledger.reducer import JobState
 
