@@ -7,6 +7,7 @@ end-to-end and kill -9 tests keep the real SDK over HTTP and real processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -20,7 +21,8 @@ from fake_provider import Crash, FakeProvider
 from gen_data import generate
 
 from addm_integration.addm.extract import Extract
-from addm_integration.engine import ondemand
+from addm_integration.engine import advance, ondemand, submit
+from addm_integration.engine.plan import MAX_BYTES, Limits
 from addm_integration.errors import AddmError
 from addm_integration.store.context import Context
 from ledger.events import ItemsApplied
@@ -108,3 +110,54 @@ def test_ondemand_a_fault_at_any_call_is_made_good_by_the_same_command(root: Pat
     again = {cid for cid, n in asked.items() if n > 1}
     assert len(again) <= 1, f"answered items asked again: {again}"  # only a call whose answer was lost
     assert _ondemand(ctx) is not None and Counter(fake.chats) == asked  # a third run asks for nothing
+
+
+# -- 24hrbatch -----------------------------------------------------------------------------------------------------
+
+LIMITS = Limits(max_requests=13)  # two parts: a fault can strike between them
+PARAMS = {"max_attempts": 3, "limits": {"max_requests": 13, "max_bytes": MAX_BYTES}, "cron": None}
+# The calls of a clean run: submit (upload, create) x 2; then cron runs (retrieve, download) x 2.
+CLEAN_RUN = ["upload", "create", "upload", "create", "retrieve", "download", "retrieve", "download"]
+
+
+def _submit(ctx: Context) -> str | None:
+    try:
+        return submit.submit(ctx, _extract(ctx), PARAMS, LIMITS)[1]
+    except (AddmError, Crash):
+        return None
+
+
+def _cron_runs(ctx: Context, rounds: int = 4) -> None:
+    """What cron does every five minutes: run each batch of the workspace that is not done with."""
+    for _ in range(rounds):
+        state = ctx.state()
+        for batch in state.batches.values():
+            if not batch.settled or not state.jobs[batch.job_id].finalized:
+                with contextlib.suppress(AddmError, Crash):
+                    advance.advance(ctx, Extract, batch.batch_id)
+
+
+def _batch_run(root: Path, fake: FakeProvider) -> Context:
+    """The user's submit, again if it failed (what its error line says to do), then cron until the job is done."""
+    ctx = _ctx(root, fake)
+    if _submit(ctx) is None:
+        _submit(ctx)
+    _cron_runs(ctx)
+    return ctx
+
+
+def test_a_clean_batch_run_makes_exactly_the_calls_it_needs(root: Path) -> None:
+    fake = FakeProvider(checks=1)
+    _converged(root, _batch_run(root, fake), fake)
+    assert fake.calls == CLEAN_RUN
+    assert len(fake.batches) == 2 and len(fake.paid()) == N_ITEMS
+
+
+@pytest.mark.parametrize("fault", ("server_error", "lost_reply", "unauthorized", "crash_after"))
+@pytest.mark.parametrize("call", range(1, len(CLEAN_RUN) + 1))
+def test_24hrbatch_a_fault_at_any_call_is_made_good_by_the_next_run(root: Path, call: int, fault: str) -> None:
+    fake = FakeProvider(checks=1)
+    fake.fail_call(call, fault)
+    ctx = _batch_run(root, fake)
+    _converged(root, ctx, fake)
+    assert len(fake.paid()) == N_ITEMS, "a request was sent in a second batch"

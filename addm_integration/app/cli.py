@@ -244,7 +244,7 @@ def _dispatch(ctx: Context, args: Any, argv: list[str], cls: type[Pipeline], bui
     pipeline = build(ctx, args)
     limits = plan.Limits(args.max_batch_requests, args.max_batch_bytes)
     if args.dry_run:
-        return prices.dry_run(pipeline, limits)
+        return prices.dry_run(pipeline, limits, ctx.provider().request_line)
     if args.llm_mode == "ondemand":
         if args.max_enqueued_tokens is not None:
             raise BadInput("--max-enqueued-tokens is for --llm-mode 24hrbatch (ondemand sends no batches)")

@@ -7,8 +7,9 @@ by ``ADDM_PRICES`` (``{"model": [input, output]}``); a model not in the table is
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -53,10 +54,10 @@ def cost(model: str, usage: Mapping[str, int], mode: str) -> float | None:
     return usd * (BATCH_DISCOUNT if mode == "24hrbatch" else 1.0)
 
 
-def dry_run(pipeline: Pipeline, limits: plan.Limits) -> str:
+def dry_run(pipeline: Pipeline, limits: plan.Limits, request_line: Callable[[str, Mapping[str, Any]], bytes]) -> str:
     """What a run would send and cost, computed from the very request lines it would send; nothing is written."""
     count = size = batches = in_batch = batch_bytes = 0
-    for _, line, _ in plan.batch_lines(pipeline.work(None)):
+    for _, line, _ in plan.batch_lines(pipeline.work(None), request_line):
         count += 1
         size += len(line)
         if not batches or in_batch >= limits.max_requests or batch_bytes + len(line) > limits.max_bytes:

@@ -319,6 +319,11 @@ def batch_errors(batch: Batch) -> tuple[dict[str, Any], ...]:
     return tuple({"code": e.code, "message": redact(e.message or ""), "line": e.line} for e in batch.errors.data if e)
 
 
+def request_line(custom_id: str, body: Mapping[str, Any]) -> bytes:
+    """One line of a batch input file; ``custom_id`` first, where requeues read it back without parsing."""
+    return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}) + b"\n"
+
+
 def snapshot(batch: Batch) -> RemoteBatch:
     """The SDK's batch as the engine reads it: its phase beside the status word, its errors free of secrets."""
     counts = batch.request_counts.model_dump() if batch.request_counts else {}
@@ -416,7 +421,7 @@ class OpenAIProvider:
         require_key(self.creds)
 
     def request_line(self, custom_id: str, body: Mapping[str, Any]) -> bytes:
-        return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}) + b"\n"
+        return request_line(custom_id, body)
 
     def read_line(self, line: dict[str, Any]) -> Outcome:
         return from_batch_line(line)
