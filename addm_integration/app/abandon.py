@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from addm_integration.engine.pipeline import connect
 from addm_integration.errors import BadInput, Transient
 from addm_integration.provider import openai_api
 from addm_integration.provider.base import STOPPED
@@ -61,7 +62,7 @@ def _abandon(ctx: Context, job: JobState, *, cancel: bool) -> list[str]:
     running = [b for b in state.batches_of(job.job_id) if openai_api.phase(b.status) not in STOPPED]
     cancelled: list[str] = []
     if cancel and running:
-        provider = ctx.provider(job.params.get("base_url"))
+        provider = connect(ctx, job.params.get("base_url"))
         for batch in running:
             remote = provider.retrieve(batch.batch_id)
             if remote.phase not in STOPPED:  # one that ended meanwhile cannot be cancelled (409)

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from addm_integration.engine.pipeline import connect
 from addm_integration.engine.plan import unsent_inputs
 from addm_integration.errors import AddmError, BadInput
 from addm_integration.provider.base import ENDED, IDEM_METADATA_KEY, JOB_METADATA_KEY, WORKSPACE_METADATA_KEY
@@ -149,7 +150,7 @@ def _orphans(ctx: Context, state: State) -> Iterator[Finding]:
         if not creds.api_key:
             return
         try:
-            remote = list(ctx.provider(url).list())
+            remote = list(connect(ctx, url).list())
         except AddmError as exc:
             yield Finding("server-unreachable", url, str(exc), "run doctor again later")
             continue
@@ -191,7 +192,7 @@ def cancel(ctx: Context, batch_id: str) -> str:
     """Cancel an orphan batch of this workspace; one that carries another workspace's id is refused."""
     state = ctx.state()
     urls = sorted({job.params.get("base_url") for job in state.jobs.values() if job.params.get("base_url")}) or [None]
-    provider = ctx.provider(urls[0])
+    provider = connect(ctx, urls[0])
     owner = provider.retrieve(batch_id).metadata.get(WORKSPACE_METADATA_KEY)
     if owner and owner != workspace_id(ctx.ws):
         raise BadInput(f"batch {batch_id} belongs to another workspace ({owner}); cancel it from there")

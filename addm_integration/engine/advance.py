@@ -27,7 +27,7 @@ from addm_integration.engine.decisions import (
     needs_requeue,
     to_resend,
 )
-from addm_integration.engine.pipeline import Pipeline, apply_outcomes, finalize
+from addm_integration.engine.pipeline import Pipeline, apply_outcomes, connect, finalize
 from addm_integration.engine.plan import Limits, ids_digest, plan_parts
 from addm_integration.engine.progress import progress
 from addm_integration.engine.send import send_pending_parts
@@ -168,7 +168,7 @@ def _stray_entry(ctx: Context, job: JobState, batch_id: str) -> bool:
 
 def _poll_and_store(ctx: Context, job: JobState, batch: BatchState) -> bool:
     """Check the batch; once terminal, download its files (each only once). True when they are all stored."""
-    provider = ctx.provider(job.params.get("base_url"))
+    provider = connect(ctx, job.params.get("base_url"))
     with ctx.refusal_recorded(job.job_id, batch.batch_id):
         remote = provider.retrieve(batch.batch_id)
     counts, errors = dict(remote.counts), tuple(remote.errors)
@@ -199,7 +199,7 @@ def _read_results(ctx: Context, job: JobState, batch: BatchState) -> tuple[dict[
         check_stored(ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl", meta, batch.batch_id)
     outcomes: dict[str, Outcome] = {}
     skipped = 0
-    read_line = ctx.provider(job.params.get("base_url")).read_line  # the lines are in the service's format
+    read_line = connect(ctx, job.params.get("base_url")).read_line  # the lines are in the service's format
     with progress(batch.n_items, f"reading {batch.batch_id}") as advance:
         for kind, _ in stored:
             skipped += _read_file(ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl", outcomes, read_line, advance)

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
-from addm_integration.engine.pipeline import Pipeline, WorkItem, apply_outcomes, create_job, finalize
+from addm_integration.engine.pipeline import Pipeline, WorkItem, apply_outcomes, connect, create_job, finalize
 from addm_integration.engine.progress import progress
 from addm_integration.errors import BadInput, Refused, Transient
 from addm_integration.provider.base import Outcome, Provider, reached
@@ -107,7 +107,7 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
     try:
         job = ctx.open_job(pipeline.key(), MODE)
         if job is None:
-            provider = ctx.provider()
+            provider = connect(ctx)
             provider.check()
             job_id, created = create_job(ctx, pipeline, MODE, {})
             items = list(pipeline.work(job_id))
@@ -117,7 +117,7 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
             said = f"sent {len(items)} requests (job {job_id})"
         else:
             job_id = job.job_id
-            provider = ctx.provider(job.params.get("base_url"))
+            provider = connect(ctx, job.params.get("base_url"))
             provider.check()
             items = list(pipeline.work(job_id))
             ctx.record(RunStarted(job_id))

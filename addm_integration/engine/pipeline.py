@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from addm_integration.provider.base import Outcome
+from addm_integration.provider.base import Outcome, Provider
 from ledger.events import Event, ItemsApplied, ItemsFailed, JobCreated, JobFinalized
 from ledger.reducer import JobState
 
@@ -126,3 +126,12 @@ def create_job(ctx: Context, pipeline: Pipeline, mode: str, params: Mapping[str,
     """A new job id and its creation event; the caller records it once it knows how many items the job has."""
     job_id = f"job_{ctx.clock().strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
     return job_id, JobCreated(job_id, pipeline.name, mode, pipeline.key(), {"pipeline": pipeline.params(), **params})
+
+
+def connect(ctx: Context, base_url: str | None = None) -> Provider:
+    """The service a job's calls go to, as the app chose it (tests: a fake): at the URL the job is pinned to, else
+    the configured one. Building one sends nothing; ``Provider.check`` says whether calls can be made."""
+    if ctx.connect is None:
+        raise RuntimeError("this run was started without a provider to call")
+    provider: Provider = ctx.connect(base_url)
+    return provider

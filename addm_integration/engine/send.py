@@ -13,6 +13,7 @@ from pathlib import Path
 
 from addm_integration import failpoints
 from addm_integration.engine import pacing
+from addm_integration.engine.pipeline import connect
 from addm_integration.provider.base import IDEM_METADATA_KEY, JOB_METADATA_KEY, WORKSPACE_METADATA_KEY, Provider
 from addm_integration.schedule.entries import CronSpec, install_cron
 from addm_integration.store.context import Context
@@ -88,7 +89,7 @@ def send_pending_parts(ctx: Context, job_id: str) -> list[str]:
     pending = pacing.admit(ctx.state(), job, job.params.get("max_enqueued_tokens"))
     if not pending:
         return []
-    provider = ctx.provider(job.params.get("base_url"))
+    provider = connect(ctx, job.params.get("base_url"))
     spec = CronSpec.from_params(job.params.get("cron"))
     sent = []
     with ctx.refusal_recorded(job_id):

@@ -14,7 +14,7 @@ from typing import Any
 from addm_integration import failpoints
 from addm_integration.engine import pacing
 from addm_integration.engine.decisions import job_complete
-from addm_integration.engine.pipeline import Pipeline, create_job
+from addm_integration.engine.pipeline import Pipeline, connect, create_job
 from addm_integration.engine.plan import Limits, batch_lines, plan_parts
 from addm_integration.engine.send import send_pending_parts
 from addm_integration.schedule.entries import CronSpec, check_cron_prerequisites, resume_cron
@@ -33,7 +33,7 @@ def submit(ctx: Context, pipeline: Pipeline, params: Mapping[str, Any], limits: 
         job = ctx.open_job(pipeline.key(), MODE)
         if job is not None:
             return job.job_id, _continue(ctx, pipeline, job, limits)
-        provider = ctx.provider()
+        provider = connect(ctx)
         provider.check()
         spec = CronSpec.from_params(params.get("cron"))
         check_cron_prerequisites(ctx, spec)
@@ -60,7 +60,7 @@ def _continue(ctx: Context, pipeline: Pipeline, job: JobState, limits: Limits) -
 
     asked = 0
     if job_complete(ctx.job_state(job.job_id), job):
-        lines = batch_lines(pipeline.work(job.job_id), ctx.provider(job.params.get("base_url")).request_line)
+        lines = batch_lines(pipeline.work(job.job_id), connect(ctx, job.params.get("base_url")).request_line)
         parts = plan_parts(ctx, job.job_id, job.key, lines, limits, first_index=len(job.parts), attempt=1)
         ctx.record(*parts)
         asked = sum(p.n_items for p in parts)

@@ -22,8 +22,6 @@ import orjson
 from addm_integration.errors import BadInput, Refused, Transient
 from addm_integration.provider.base import (
     IDEM_METADATA_KEY,
-    JOB_METADATA_KEY,  # noqa: F401 (the engine still reads the tags from here)
-    WORKSPACE_METADATA_KEY,  # noqa: F401
     Connect,
     Outcome,
     Phase,
@@ -244,75 +242,6 @@ def api_call(what: str, creds: Credentials) -> Iterator[None]:
         raise BadInput(line) from None
 
 
-def upload(api: OpenAI, creds: Credentials, path: Path, filename: str) -> str:
-    """One POST, no SDK retry (a retried upload the server had taken would leave an orphan file)."""
-    with api_call("upload of the batch input", creds), open(path, "rb") as f:
-        return api.with_options(max_retries=0).files.create(file=(filename, f, "application/jsonl"), purpose="batch").id
-
-
-def find_file(api: OpenAI, creds: Credentials, filename: str, size: int, not_before: float) -> str | None:
-    """The id of an upload named ``filename`` of ``size`` bytes made since ``not_before``, if the server has one.
-
-    Like ``find_batch``, it reads every page rather than trust the listing's order (pages hold up to 10,000
-    files, so this is one request or a few); it runs only after a run stopped during an upload.
-    """
-    with api_call("upload lookup", creds):
-        for f in api.files.list(purpose="batch", order="desc"):
-            if f.created_at >= not_before and f.filename == filename and f.bytes == size:
-                return f.id
-    return None
-
-
-def create_batch(api: OpenAI, creds: Credentials, file_id: str, metadata: dict[str, str]) -> Batch:
-    with api_call("batch create", creds):
-        return api.with_options(max_retries=0).batches.create(
-            input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h", metadata=metadata
-        )
-
-
-def find_batch(api: OpenAI, creds: Credentials, idem_key: str, not_before: float) -> Batch | None:
-    """The batch tagged with ``idem_key`` created since ``not_before`` (Unix seconds), if the server has one.
-
-    The listing's order is not documented (it takes no ``order``, unlike the files listing), so every page is
-    read: stopping at the first older batch could miss ours and pay for it twice. This runs only after a run
-    stopped between creating a batch and recording it.
-    """
-    with api_call("batch lookup", creds):
-        for batch in api.batches.list(limit=100):
-            if batch.created_at >= not_before and (batch.metadata or {}).get(IDEM_METADATA_KEY) == idem_key:
-                return batch
-    return None
-
-
-def retrieve(api: OpenAI, creds: Credentials, batch_id: str) -> Batch:
-    with api_call(f"status check of {batch_id}", creds):
-        return api.batches.retrieve(batch_id)
-
-
-def cancel(api: OpenAI, creds: Credentials, batch_id: str) -> Batch:
-    with api_call(f"cancel of {batch_id}", creds):
-        return api.batches.cancel(batch_id)
-
-
-def download(api: OpenAI, creds: Credentials, file_id: str, dest: Path) -> dict[str, Any]:
-    """Stream a result file to ``dest`` (atomically) and return its size and sha256.
-
-    The caller holds the job's lock: an interrupted download's ``.part`` is this one's to overwrite.
-    """
-    digest = hashlib.sha256()
-    size = 0
-    with (
-        api_call(f"download of {file_id}", creds),
-        api.files.with_streaming_response.content(file_id) as response,
-        atomic_file(dest, scratch=dest.with_name(dest.name + ".part")) as out,
-    ):
-        for chunk in response.iter_bytes(1 << 20):
-            out.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
-    return {"file_id": file_id, "bytes": size, "sha256": digest.hexdigest()}
-
-
 def batch_errors(batch: Batch) -> tuple[dict[str, Any], ...]:
     if not batch.errors or not batch.errors.data:
         return ()
@@ -427,32 +356,68 @@ class OpenAIProvider:
         return from_batch_line(line)
 
     def upload(self, path: Path, filename: str) -> str:
-        return upload(self._api, self.creds, path, filename)
+        """One POST, no SDK retry (a retried upload the server had taken would leave an orphan file)."""
+        with api_call("upload of the batch input", self.creds), open(path, "rb") as f:
+            api = self._api.with_options(max_retries=0)
+            return api.files.create(file=(filename, f, "application/jsonl"), purpose="batch").id
 
     def find_file(self, filename: str, size: int, not_before: float) -> str | None:
-        return find_file(self._api, self.creds, filename, size, not_before)
+        """Like ``find_batch``, every page rather than trust the listing's order (pages hold up to 10,000 files,
+        so this is one request or a few); it runs only after a run stopped during an upload."""
+        with api_call("upload lookup", self.creds):
+            for f in self._api.files.list(purpose="batch", order="desc"):
+                if f.created_at >= not_before and f.filename == filename and f.bytes == size:
+                    return f.id
+        return None
 
     def create(self, file_id: str, metadata: Mapping[str, str]) -> RemoteBatch:
-        return snapshot(create_batch(self._api, self.creds, file_id, dict(metadata)))
+        with api_call("batch create", self.creds):
+            batch = self._api.with_options(max_retries=0).batches.create(
+                input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h", metadata=dict(metadata)
+            )
+        return snapshot(batch)
 
     def find_batch(self, idem_key: str, not_before: float) -> RemoteBatch | None:
-        found = find_batch(self._api, self.creds, idem_key, not_before)
-        return snapshot(found) if found is not None else None
+        """The listing's order is not documented (it takes no ``order``, unlike the files listing), so every page
+        is read: stopping at the first older batch could miss ours and pay for it twice. This runs only after a
+        run stopped between creating a batch and recording it."""
+        with api_call("batch lookup", self.creds):
+            for batch in self._api.batches.list(limit=100):
+                if batch.created_at >= not_before and (batch.metadata or {}).get(IDEM_METADATA_KEY) == idem_key:
+                    return snapshot(batch)
+        return None
 
     def retrieve(self, batch_id: str) -> RemoteBatch:
-        return snapshot(retrieve(self._api, self.creds, batch_id))
+        with api_call(f"status check of {batch_id}", self.creds):
+            return snapshot(self._api.batches.retrieve(batch_id))
 
     def cancel(self, batch_id: str) -> RemoteBatch:
-        return snapshot(cancel(self._api, self.creds, batch_id))
+        with api_call(f"cancel of {batch_id}", self.creds):
+            return snapshot(self._api.batches.cancel(batch_id))
 
     def list(self) -> Iterator[RemoteBatch]:
         """Every page, read before the first batch is handed out: a failure midway is one error, not half a list."""
         with api_call("batch list", self.creds):
-            batches = list(self._api.batches.list(limit=100))
-        return iter([snapshot(b) for b in batches])
+            batches = [snapshot(b) for b in self._api.batches.list(limit=100)]
+        return iter(batches)
 
     def download(self, file_id: str, dest: Path) -> dict[str, Any]:
-        return download(self._api, self.creds, file_id, dest)
+        """Stream a result file to ``dest`` (atomically); its size and sha256.
+
+        The caller holds the job's lock: an interrupted download's ``.part`` is this one's to overwrite.
+        """
+        digest = hashlib.sha256()
+        size = 0
+        with (
+            api_call(f"download of {file_id}", self.creds),
+            self._api.files.with_streaming_response.content(file_id) as response,
+            atomic_file(dest, scratch=dest.with_name(dest.name + ".part")) as out,
+        ):
+            for chunk in response.iter_bytes(1 << 20):
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+        return {"file_id": file_id, "bytes": size, "sha256": digest.hexdigest()}
 
     async def chat(self, custom_id: str, body: Mapping[str, Any]) -> Outcome:
         if self._async is None:

@@ -13,13 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
 from addm_integration import failpoints
 from addm_integration.errors import Corrupt, Refused
-from addm_integration.provider.base import Connect, Provider
 from addm_integration.store.workspace import Workspace
 from ledger.events import AccessRefused, Event
 from ledger.index import Index
@@ -35,18 +34,16 @@ class Context:
     ws: Workspace
     ledger: Ledger
     clock: Callable[[], datetime] = utcnow
-    connect: Connect | None = None  # the service the app chose (tests: a fake); None for runs that call none
+    # The service the app chose (tests: a fake), as provider/base.py's Connect; the engine calls it through
+    # engine.pipeline.connect. Typed loosely here: the store sits below the provider and knows nothing of it.
+    connect: Callable[[str | None], Any] | None = None
 
     @classmethod
-    def open(cls, root: Path, clock: Callable[[], datetime] = utcnow, connect: Connect | None = None) -> Context:
+    def open(
+        cls, root: Path, clock: Callable[[], datetime] = utcnow, connect: Callable[[str | None], Any] | None = None
+    ) -> Context:
         ws = Workspace(root)
         return cls(ws, Ledger(ws.ledger_dir, clock=clock), clock, connect)
-
-    def provider(self, base_url: str | None = None) -> Provider:
-        """The service a job's calls go to: at the URL the job is pinned to, else the configured one."""
-        if self.connect is None:
-            raise RuntimeError("this run was started without a provider to call")
-        return self.connect(base_url)
 
     @property
     def index(self) -> Index:
