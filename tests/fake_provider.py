@@ -73,6 +73,7 @@ class _Batch:
     error_file_id: str | None = None
     cancel_asked: bool = False
     checks: int = 0
+    ran: tuple[str, ...] = ()  # the requests that ran (and are billed)
 
 
 class FakeProvider:
@@ -233,9 +234,8 @@ class FakeProvider:
         return [cid for cid, _ in self._lines(self.batches[batch_id])]
 
     def paid(self) -> list[str]:
-        """Every custom_id of every batch that ran (a request sent twice shows twice), with the live calls."""
-        ran = [b for b in self.batches.values() if b.status != "failed"]
-        return [cid for b in ran for cid in self.input_ids(b.id)] + self.chats
+        """Every request that ran, in a batch or live (one that ran twice shows twice)."""
+        return [cid for b in self.batches.values() for cid in b.ran] + self.chats
 
     def _add_file(self, filename: str, data: bytes) -> _File:
         file = _File(f"file-fake{next(self._ids):04d}", filename, data, self.clock())
@@ -305,6 +305,7 @@ class FakeProvider:
             status, answer = self.answer(cid, body)
             row = {"id": f"r{n}", "custom_id": cid, "response": {"status_code": status, "body": answer}, "error": None}
             (output if status == 200 else errors).append(row)
+        batch.ran = tuple(cid for cid, _ in lines[:ran])
         batch.counts = {"total": len(lines), "completed": len(output), "failed": len(lines) - len(output)}
         batch.output_file_id = self._jsonl("output", output)
         batch.error_file_id = self._jsonl("error", errors)

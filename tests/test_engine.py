@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from fake_provider import Crash, FakeProvider
+from fake_provider import Crash, End, FakeProvider
 from gen_data import generate
 
 from addm_integration.addm.extract import Extract
@@ -161,3 +161,44 @@ def test_24hrbatch_a_fault_at_any_call_is_made_good_by_the_next_run(root: Path, 
     ctx = _batch_run(root, fake)
     _converged(root, ctx, fake)
     assert len(fake.paid()) == N_ITEMS, "a request was sent in a second batch"
+
+
+def test_an_expired_batch_keeps_what_ran_and_its_requeue_sends_only_the_rest(root: Path) -> None:
+    fake = FakeProvider(checks=2, ends=[End("expired", done=5)])
+    ctx = _batch_run(root, fake)
+    _converged(root, ctx, fake)
+    assert len(fake.batches) == 3 and sorted(fake.paid()) == sorted(set(fake.paid()))  # 13 + 12, then 8 again
+    assert len(fake.input_ids(list(fake.batches)[2])) == 13 - 5
+
+
+def test_a_part_refused_for_the_token_limit_is_sent_again_and_nothing_runs_twice(root: Path) -> None:
+    fake = FakeProvider(checks=2)
+    ctx = _ctx(root, fake)
+    _submit(ctx)
+    first = fake.files[fake.batches["batch_fake0002"].input_file_id].data
+    fake.token_limit = len(first) // 4 + 10  # room for the first part only while it runs
+    _cron_runs(ctx, rounds=6)
+    _converged(root, ctx, fake)
+    assert [b.errors[0]["code"] for b in fake.batches.values() if b.status == "failed"] == ["token_limit_exceeded"]
+    assert len(fake.paid()) == N_ITEMS
+
+
+def test_abandon_cancel_stops_the_running_batches_and_the_same_submit_asks_only_for_the_rest(root: Path) -> None:
+    from argparse import Namespace
+
+    from addm_integration.app import abandon
+
+    fake = FakeProvider(checks=3)
+    ctx = _ctx(root, fake)
+    _submit(ctx)
+    first, _ = fake.batches
+    for _ in range(3):  # the first batch's cron runs until it is done; the second still runs
+        advance.advance(ctx, Extract, first)
+    (job,) = ctx.state().jobs.values()
+    assert abandon.run(Namespace(job_id=job.job_id, cancel=True), ctx) == 0
+    assert [b.status for b in fake.batches.values()] == ["completed", "cancelling"]
+    assert _submit(ctx) is not None  # a new job, for the 12 the first one lacked
+    _cron_runs(ctx)
+    assert _cached(root) == _wanted(root)
+    assert set(_applied(ctx).values()) == {1}
+    assert len(fake.paid()) == N_ITEMS
