@@ -104,7 +104,7 @@ def test_validation_fails_a_batch_over_the_token_limit_or_of_mixed_models_with_n
     mixed.write_bytes(fake.request_line("x", _body("gpt-5-nano")) + fake.request_line("y", _body("gpt-5-mini")))
     batch = fake.create(fake.upload(mixed, "mixed.jsonl"), {})
     assert fake.retrieve(batch.id).errors[0]["code"] == "mismatched_model"
-    assert fake.paid().count("c0") == 1  # the failed batch ran nothing
+    assert fake.batches[second].ran == () and fake.paid() == []  # a failed batch runs nothing, bills nothing
 
 
 @pytest.mark.parametrize("fault", FAULTS)
