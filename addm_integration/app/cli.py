@@ -17,7 +17,7 @@ from typing import Any
 
 from addm_integration import errors
 from addm_integration.engine import advance, decisions, ondemand, pacing, plan, prices, submit
-from addm_integration.engine.pipeline import Pipeline, connect
+from addm_integration.engine.pipeline import Pipeline
 from addm_integration.errors import BadInput, Transient
 from addm_integration.provider import openai_api
 from addm_integration.schedule.entries import CronSpec
@@ -244,7 +244,7 @@ def _dispatch(ctx: Context, args: Any, argv: list[str], cls: type[Pipeline], bui
     pipeline = build(ctx, args)
     limits = plan.Limits(args.max_batch_requests, args.max_batch_bytes)
     if args.dry_run:
-        return prices.dry_run(pipeline, limits, connect(ctx).request_line)
+        return prices.dry_run(pipeline, limits, openai_api.request_line)  # no credentials read: nothing is sent
     if args.llm_mode == "ondemand":
         if args.max_enqueued_tokens is not None:
             raise BadInput("--max-enqueued-tokens is for --llm-mode 24hrbatch (ondemand sends no batches)")
