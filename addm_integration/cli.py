@@ -19,7 +19,7 @@ from addm_integration import credentials, errors, fetch, ondemand, openai_api, p
 from addm_integration.context import Context
 from addm_integration.errors import BadInput, Transient
 from addm_integration.pipeline import Pipeline
-from addm_integration.workspace import Workspace
+from addm_integration.workspace import ROOT_ENV, Workspace
 from ledger import failures
 from ledger.cli import RootMissing, batch_row, batch_summary, find_root, resolve_id
 from ledger.help import Formatter, add_version
@@ -186,7 +186,7 @@ def run(
     if args.replay and not args.batch_id:
         p.error("--replay needs --batch-id")
     try:
-        root = find_root(args.root)
+        root = find_root(args.root, ROOT_ENV)
     except RootMissing as exc:
         print(f"{p.prog}: {exc}", file=sys.stderr)
         return BadInput.exit_code
