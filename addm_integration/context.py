@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
-from addm_integration import failpoints
+from addm_integration import failpoints, openai_api
 from addm_integration.errors import Corrupt, Refused
 from addm_integration.workspace import Workspace
 from ledger.events import AccessRefused, Event, JobCreated
@@ -28,6 +28,8 @@ from ledger.reducer import JobState, State, fold_ledger
 
 if TYPE_CHECKING:
     from addm_integration.pipeline import Pipeline
+
+openai_api.read_older_records()  # before this workspace's ledger is read: its older records are OpenAI's
 
 
 @dataclass

@@ -27,7 +27,7 @@ from addm_integration.cron import cron_supported
 from addm_integration.errors import AddmError, BadInput
 from addm_integration.ownership import workspace_id
 from addm_integration.submit import CronSpec, cron_tables, install_cron, unsent_inputs
-from ledger.events import CronRemoved
+from ledger.events import ENDED, CronRemoved
 from ledger.help import fill
 from ledger.reducer import State
 
@@ -156,7 +156,7 @@ def _orphans(ctx: Context, state: State) -> Iterator[Finding]:
         for batch in remote:
             metadata = batch.metadata or {}
             idem = metadata.get(openai_api.IDEM_METADATA_KEY)
-            if not idem or batch.id in known or batch.status in ("completed", "failed", "expired", "cancelled"):
+            if not idem or batch.id in known or openai_api.phase(batch.status) in ENDED:
                 continue
             job_id = metadata.get(openai_api.JOB_METADATA_KEY)
             owner = metadata.get(openai_api.WORKSPACE_METADATA_KEY)

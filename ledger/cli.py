@@ -86,6 +86,7 @@ def batch_row(batch: BatchState, short: Mapping[str, str] | None = None) -> dict
         "batch_id": batch.batch_id,
         "short_id": (short or {}).get(batch.batch_id, batch.batch_id),
         "status": batch.status,
+        "phase": batch.phase,
         "attempt": batch.attempt,
         "items": batch.n_items,
         "applied": batch.applied,
@@ -210,7 +211,7 @@ def _when(ts: str, now: datetime) -> str:
 
 def batch_summary(batch: Mapping[str, Any], now: datetime) -> str:
     """A batch in words after its id: status, counts, ETA, attempt, cron entry."""
-    parts = [batch["status"]]
+    parts = [batch["status"] or batch["phase"]]  # the service's word, when the records say it
     total = batch["counts"].get("total")
     if batch["settled"]:
         parts.append(f"{batch['applied']} applied, {batch['failed']} failed")
