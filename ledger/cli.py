@@ -27,7 +27,7 @@ from ledger.help import Formatter, add_version
 from ledger.ids import UnknownId, resolve, shortest_unique
 from ledger.index import Index
 from ledger.log import Ledger, Record, format_ts, parse_ts, utcnow
-from ledger.reducer import BatchState, JobState, State, fold_ledger, job_condition
+from ledger.reducer import BatchState, JobState, State, fold_ledger, job_condition, job_eta
 
 LEDGER_SUBDIR = Path("data") / "ledger"
 
@@ -126,6 +126,7 @@ def status_rows(
                 "pending": max(job.n_items - job.applied - failed, 0) if not job.finalized else 0,
                 "batches": batches,
                 "parts": parts,  # sent, waiting for room in the queue, done (their batch settled)
+                "eta": format_ts(eta) if (eta := job_eta(state, job)) else None,
                 "cron": any(b.cron for b in state.batches_of(job.job_id)),
                 "created_at": format_ts(job.created_at),
                 "age": _age(job.created_at, now),
@@ -291,9 +292,19 @@ def cmd_status(args: Any, ledger: Ledger, hooks: Hooks) -> int:
             label = f"  {batch['batch_id'] if args.wide else batch['short_id']}  "
             text = batch_summary(batch, now)
             print(label + (text if width is None else _cut(text, width - len(label))))
-        if row["parts"]["waiting"]:
-            print(f"  parts: {row['parts']['sent']} sent, {row['parts']['waiting']} waiting for room")
+        if row["state"] not in ("finalized", "abandoned") and row["parts"]["sent"] + row["parts"]["waiting"] > 1:
+            print(parts_summary(row, now, width))
     return 0
+
+
+def parts_summary(row: Mapping[str, Any], now: datetime, width: int | None) -> str:
+    """The whole job of several parts in words: sent (of which done), waiting for room, and when all should be done;
+    the ETA on a line of its own when the two do not fit the width together."""
+    parts = row["parts"]
+    head = f"  parts: {parts['sent']} sent ({parts['done']} done), {parts['waiting']} waiting for room"
+    eta = "job eta " + (_when(row["eta"], now) if row["eta"] else "unknown")
+    line = f"{head}; {eta}"
+    return line if width is None or len(line) <= width else f"{head};\n    {eta}"
 
 
 def _event_dict(record: Record) -> dict[str, Any]:
@@ -495,8 +506,9 @@ def build_parser(prog: str, hooks: Hooks) -> argparse.ArgumentParser:
         prog,
         "one line per job, its batches below",
         "One line per job: its short id, what it runs, its state, items applied of all, failures, cost so far "
-        "and what happens next; below it, one line per batch: status, counts, ETA, cron entry. Fits the "
-        "terminal (80 columns in a pipe); --wide gives every column and whole ids, --json every field.",
+        "and what happens next; below it, one line per batch: status, counts, ETA, cron entry; and for a job of "
+        "several parts, its parts sent, done and waiting for room, and when the whole job should be done. Fits "
+        "the terminal (80 columns in a pipe); --wide gives every column and whole ids, --json every field.",
         f"Examples:\n  $ {prog} status\n  $ {prog} status --wide\n  $ {prog} status --json",
     )
     s = _subcommand(

@@ -284,6 +284,25 @@ def apply(state: State, record: Record) -> State:
     raise TypeError(f"unknown event {type(record.event).__name__}")
 
 
+def job_eta(state: State, job: JobState) -> datetime | None:
+    """When the whole job should be done, at the pace its parts have ended so far.
+
+    The pace is the time from its first batch's creation to the latest end of one, per part ended; the parts
+    still to go (running, or waiting for room in the queue) follow at that pace from that latest end. It counts
+    batches run side by side as the queue allows, as they were. A batch that failed as a whole ran nothing and
+    says nothing of the pace. None while no part has ended yet, once none is left to go, and for a job that is over.
+    """
+    if not job.open:
+        return None
+    batches = state.batches_of(job.job_id)
+    ran = [b.settled_at for b in batches if b.settled_at is not None and b.phase != Phase.FAILED]
+    left = sum(p.batch_id is None or state.batches[p.batch_id].settled_at is None for p in job.parts.values())
+    if not ran or not left:
+        return None
+    start, last = min(b.created_at for b in batches), max(ran)
+    return last + left * (last - start) / len(ran)
+
+
 def job_condition(state: State, job: JobState, *, alive: bool = False) -> str:
     """The one word a user reads for a job, derived from the records alone (``alive``: a run holds its lock now).
 
