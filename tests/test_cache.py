@@ -13,7 +13,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addm_integration.cache import JudgmentCache
+from addm_integration.store.cache import JudgmentCache
 
 KEYS = st.text(min_size=0, max_size=6)
 MERGES = st.lists(
@@ -49,7 +49,7 @@ def test_a_cache_in_another_layout_is_read_once_and_rewritten(tmp_path: Path) ->
 _MERGER = """
 import sys
 from pathlib import Path
-from addm_integration.cache import JudgmentCache
+from addm_integration.store.cache import JudgmentCache
 cache = JudgmentCache(Path(sys.argv[1]))
 print("go", flush=True)
 for round_ in range(1000):
@@ -72,7 +72,7 @@ def test_a_kill_during_merges_leaves_a_complete_cache(tmp_path: Path) -> None:
 _WRITER = """
 import sys
 from pathlib import Path
-from addm_integration.cache import JudgmentCache
+from addm_integration.store.cache import JudgmentCache
 cache = JudgmentCache(Path(sys.argv[1]))
 for i in range(40):
     cache.merge(sys.argv[2], {f"{sys.argv[2]}-{i}": i})

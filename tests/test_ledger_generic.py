@@ -83,8 +83,8 @@ def _older_ledger(root: Path) -> None:
 
 
 def test_a_ledger_written_before_phases_folds_to_the_decisions_it_always_led_to(tmp_path: Path) -> None:
-    from addm_integration import pacing
-    from addm_integration.context import Context
+    from addm_integration.engine import pacing
+    from addm_integration.store.context import Context
     from ledger.events import Phase
 
     _older_ledger(tmp_path)
