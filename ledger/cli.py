@@ -435,11 +435,8 @@ def cmd_verify(args: Any, ledger: Ledger, hooks: Hooks) -> int:
 
 
 def root_help(env_name: str | None) -> str:
-    return (
-        f"workspace root (env {env_name}; default: the current directory)"
-        if env_name
-        else ("workspace root (default: the current directory)")
-    )
+    env = f"env {env_name}; " if env_name else ""
+    return f"workspace root ({env}default: the current directory)"
 
 
 EXIT_CODES = """\

@@ -291,16 +291,16 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
 }
 
 
+class SchemaError(ValueError):
+    """A record this code cannot read faithfully (unknown type, newer version, wrong fields)."""
+
+
 def upcast_with(type_name: str, version: int, upcast: Upcaster) -> None:
     """Read records of ``type_name`` v``version`` with the application's ``upcast``: for a field whose value in
     older records only the application that wrote them knows (what its service's words meant)."""
     if (type_name, version) not in UPCASTERS:
         raise SchemaError(f"no upcaster for {type_name} v{version} to replace")
     UPCASTERS[(type_name, version)] = upcast
-
-
-class SchemaError(ValueError):
-    """A record this code cannot read faithfully (unknown type, newer version, wrong fields)."""
 
 
 def to_payload(event: Event) -> tuple[str, int, dict[str, Any]]:
