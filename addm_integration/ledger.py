@@ -112,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         item_ids="one request: review::<task>::<business>::<review> or sample::<policy>::<business>",
         item_example="'review::G1a::BIZ::REVIEW'",
         options=(CRONTAB_FILE,),
+        exit_codes={3: "doctor found problems"},
         status_fields=_status_fields,
         commands={
             "doctor": (_doctor_flags, _doctor),

@@ -45,6 +45,7 @@ class Hooks:
     item_ids: str = "one request"  # what an item's id is made of, for audit's help
     item_example: str = "ITEM_ID"
     options: Sequence[Option] = ()  # options of the application's subcommands, accepted before the subcommand too
+    exit_codes: Mapping[int, str] = field(default_factory=dict)  # what the application's subcommands add
     status_fields: Callable[[State, JobState, dict[str, Any]], dict[str, Any]] = lambda state, job, row: row
     alive: Callable[[Ledger, JobState], bool] = lambda ledger, job: False  # is a run working on the job now?
     helps: Mapping[str, str] = field(default_factory=dict)  # one line per extra subcommand, for --help
@@ -439,10 +440,18 @@ def root_help(env_name: str | None) -> str:
     return f"workspace root ({env}default: the current directory)"
 
 
-EXIT_CODES = """\
-Exit codes: 0 done; 1 ledger corrupt (one line naming the file, line and
-record); 2 bad input (an unknown or ambiguous id, a bad flag); 3 doctor found
-problems; 70 unexpected error (traceback saved under data/logs/)."""
+EXIT_CODES = {
+    0: "done",
+    1: "ledger corrupt (one line naming the file, line and record)",
+    2: "bad input (an unknown or ambiguous id, a bad flag)",
+    70: "unexpected error (traceback saved under data/logs/)",
+}
+
+
+def exit_codes(more: Mapping[int, str]) -> str:
+    """The exit codes of every command, with those of the application's subcommands, in order."""
+    codes = {**EXIT_CODES, **more}
+    return "Exit codes: " + "; ".join(f"{code} {codes[code]}" for code in sorted(codes)) + "."
 
 
 def common_options(hooks: Hooks, *, subcommand: bool) -> argparse.ArgumentParser:
@@ -489,7 +498,7 @@ def build_parser(prog: str, hooks: Hooks) -> argparse.ArgumentParser:
         description="Read the event ledger of a workspace: what each job and batch did, is doing and will do "
         "next. Ids (jobs, batches) may be shortened to any prefix that names only one, as printed by status.",
         epilog=f"Examples:\n  $ {prog} status\n  $ {prog} show job_2026\n  $ {prog} --root ~/ws status --json\n\n"
-        f"{EXIT_CODES}\n\nGuide: README.md; JSON fields: docs/json.md.",
+        f"{exit_codes(hooks.exit_codes)}\n\nGuide: README.md; JSON fields: docs/json.md.",
         parents=[common_options(hooks, subcommand=False)],
         formatter_class=Formatter,
         allow_abbrev=False,
