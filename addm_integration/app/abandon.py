@@ -15,7 +15,6 @@ from typing import Any
 
 from addm_integration.engine.pipeline import connect
 from addm_integration.errors import BadInput, Transient
-from addm_integration.provider import openai_api
 from addm_integration.provider.base import STOPPED
 from addm_integration.schedule.entries import job_cron_table
 from addm_integration.store.context import Context
@@ -59,7 +58,7 @@ def run(args: Any, ctx: Context) -> int:
 def _abandon(ctx: Context, job: JobState, *, cancel: bool) -> list[str]:
     """Cancel (when asked), then remove the entries, then record: a run stopped halfway is finished by the next."""
     state = ctx.job_state(job.job_id)
-    running = [b for b in state.batches_of(job.job_id) if openai_api.phase(b.status) not in STOPPED]
+    running = [b for b in state.batches_of(job.job_id) if b.phase not in STOPPED]
     cancelled: list[str] = []
     if cancel and running:
         provider = connect(ctx, job.params.get("base_url"))
@@ -68,7 +67,8 @@ def _abandon(ctx: Context, job: JobState, *, cancel: bool) -> list[str]:
             if remote.phase not in STOPPED:  # one that ended meanwhile cannot be cancelled (409)
                 remote = provider.cancel(batch.batch_id)
                 cancelled.append(batch.batch_id)
-            ctx.record(BatchPolled(batch.batch_id, remote.status, dict(batch.counts), tuple(batch.errors)))
+            counts, errors = dict(batch.counts), tuple(batch.errors)
+            ctx.record(BatchPolled(batch.batch_id, remote.status, counts, errors, remote.phase))
     table = job_cron_table(job)
     removed = 0
     for batch in state.batches_of(job.job_id):

@@ -32,7 +32,7 @@ from addm_integration.engine.plan import Limits, ids_digest, plan_parts
 from addm_integration.engine.progress import progress
 from addm_integration.engine.send import send_pending_parts
 from addm_integration.errors import BadInput, Corrupt
-from addm_integration.provider.base import ENDED, Outcome
+from addm_integration.provider.base import ENDED, Outcome, Phase
 from addm_integration.schedule.entries import job_cron_table, resume_cron
 from addm_integration.store.context import Context
 from ledger.events import BatchPolled, BatchSettled, CronRemoved, FilesStored
@@ -174,7 +174,7 @@ def _poll_and_store(ctx: Context, job: JobState, batch: BatchState) -> bool:
     counts, errors = dict(remote.counts), tuple(remote.errors)
     news = (remote.status, counts, errors) != (batch.status, dict(batch.counts), tuple(batch.errors))
     if news or job.refused is not None:  # a poll that got through also lifts an earlier refusal
-        ctx.record(BatchPolled(batch.batch_id, remote.status, counts, errors))
+        ctx.record(BatchPolled(batch.batch_id, remote.status, counts, errors, remote.phase))
     if remote.phase not in ENDED:
         return False
     stored = dict(batch.files or {})
@@ -266,9 +266,9 @@ def _match_submitted(ctx: Context, job: JobState, batch: BatchState, outcomes: d
         del outcomes[cid]
     reason = _failure_reason(batch)
     for cid in sorted(submitted - outcomes.keys()):
-        if batch.status == "failed":
+        if batch.phase == Phase.FAILED:
             outcomes[cid] = Outcome(cid, error=f"batch failed: {reason or 'no reason given'}", retryable=False)
-        elif batch.status == "cancelled":  # someone cancelled on purpose: what did not run is not sent again
+        elif batch.phase == Phase.CANCELLED:  # someone cancelled on purpose: what did not run is not sent again
             outcomes[cid] = Outcome(cid, error="batch_cancelled", retryable=False)
         else:
             outcomes[cid] = Outcome(cid, error="missing from both result files", retryable=True)
@@ -313,7 +313,7 @@ def _settle(ctx: Context, pipeline: Pipeline, state: State, batch_id: str, kind:
     line = f"batch {batch_id} {batch.status}: {len(result.applied)} applied, {len(result.failures)} failed"
     if unroutable:
         line += f", {unroutable} result lines matched no submitted request"
-    if batch.status == "failed":
+    if batch.phase == Phase.FAILED:
         codes = {e.get("code") for e in batch.errors}
         if pacing.TOKEN_LIMIT in codes:
             line += f" ({reason}); nothing ran and nothing is billed: sent again by itself once another batch ends"

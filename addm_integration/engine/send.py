@@ -53,7 +53,7 @@ def send_part(ctx: Context, provider: Provider, job: JobState, part: PartState) 
     else:
         batch = existing
     keep_input(ctx, part, batch.id)
-    ctx.record(BatchCreated(job.job_id, part.idem_key, batch.id, adopted=existing is not None))
+    ctx.record(BatchCreated(job.job_id, part.idem_key, batch.id, existing is not None, batch.status, batch.phase))
     Path(part.input_path).unlink(missing_ok=True)
     return batch.id
 

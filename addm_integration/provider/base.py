@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
+
+from ledger.events import ENDED, Phase
 
 # Our own tags on every batch we create: ids the engine finds its batches by, whatever the service.
 IDEM_METADATA_KEY = "addm_idem_key"
@@ -23,21 +24,9 @@ WORKSPACE_METADATA_KEY = "addm_workspace"  # the id of the workspace that sent t
 UNANSWERED = frozenset({"timed out", "connection failed"})
 
 
-class Phase(StrEnum):
-    """Where a batch is in its life, in words of no one service; the adapter says which phase each of its status
-    words is, every decision reads the phase, and the service's word is kept beside it for display."""
+__all__ = ["ENDED", "STOPPED", "Connect", "Outcome", "Phase", "Provider", "RemoteBatch", "reached", "unparsable"]
 
-    SUBMITTED = "submitted"  # with the service, not started
-    RUNNING = "running"  # being run, or run and its results being written
-    STOPPING = "stopping"  # asked to stop: what already ran still comes
-    FINISHED = "finished"  # ended, every request run
-    FAILED = "failed"  # ended without running anything: refused as a whole
-    EXPIRED = "expired"  # ended when its time ran out
-    CANCELLED = "cancelled"  # ended because someone cancelled it
-
-
-ENDED = frozenset({Phase.FINISHED, Phase.FAILED, Phase.EXPIRED, Phase.CANCELLED})  # nothing more will run
-STOPPED = ENDED | {Phase.STOPPING}  # nothing left to cancel
+STOPPED = ENDED | {Phase.STOPPING}  # nothing left to cancel: ended, or a cancel under way
 
 
 @dataclass(frozen=True)

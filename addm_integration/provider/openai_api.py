@@ -20,16 +20,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from addm_integration.errors import BadInput, Refused, Transient
-from addm_integration.provider.base import (
-    IDEM_METADATA_KEY,
-    Connect,
-    Outcome,
-    Phase,
-    RemoteBatch,
-)
+from addm_integration.provider.base import IDEM_METADATA_KEY, Connect, Outcome, RemoteBatch
 from addm_integration.store import credentials
 from addm_integration.store.credentials import Credentials
 from addm_integration.store.workspace import atomic_file
+from ledger.events import Phase, upcast_with
 
 if TYPE_CHECKING:  # the SDK takes most of a second to import: only runs that talk to the API pay for it
     from openai import AsyncOpenAI, OpenAI, Timeout
@@ -43,7 +38,7 @@ RETRYABLE_CODES = frozenset({"batch_expired", "request_timeout"})  # result-line
 _SECRET = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
 
 
-# The Batch API's status words as the neutral phases the engine decides by.
+# The Batch API's status words as the ledger's phases (docs/ledger.md, "Batch phases").
 PHASES = {
     "validating": Phase.SUBMITTED,
     "in_progress": Phase.RUNNING,
@@ -54,11 +49,18 @@ PHASES = {
     "expired": Phase.EXPIRED,
     "cancelled": Phase.CANCELLED,
 }
+CREATED_STATUS = "validating"  # what a new batch says, and what records older than phases assumed
 
 
 def phase(status: str) -> Phase:
     """The phase of a batch the service says is ``status``; a word it adds later is polled again, never an end."""
     return PHASES.get(status, Phase.RUNNING)
+
+
+def read_older_records() -> None:
+    """Tell the ledger what records written before phases meant: their status words were this service's."""
+    upcast_with("BatchPolled", 1, lambda d: {**d, "phase": phase(d["status"])})
+    upcast_with("BatchCreated", 1, lambda d: {**d, "status": CREATED_STATUS, "phase": Phase.SUBMITTED})
 
 
 TIMEOUT_ENV = "ADDM_TIMEOUT"
