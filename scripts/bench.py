@@ -301,6 +301,7 @@ def _apply_workspace(root: Path, n_lines: int) -> str:
 
     from addm_integration.addm.extract import Extract
     from addm_integration.engine.context import Context
+    from addm_integration.engine.pipeline import job_key
     from addm_integration.engine.submit import batch_lines, ids_digest
     from ledger.events import BatchCreated, BatchPolled, FilesStored, JobCreated, PartPlanned
 
@@ -323,7 +324,7 @@ def _apply_workspace(root: Path, n_lines: int) -> str:
     params = {"pipeline": pipeline.params(), "base_url": "http://127.0.0.1:9/v1", "cron": None, "max_attempts": 1}
     files = {"output": {"file_id": "file-o"}, "error": {"file_id": None}}
     ctx.record(
-        JobCreated(job_id, "extract", "24hrbatch", pipeline.key(), params, n_lines),
+        JobCreated(job_id, "extract", "24hrbatch", job_key(ctx, pipeline), params, n_lines),
         PartPlanned(job_id, idem, n_lines, 0, 1, str(batch_dir / "input.jsonl"), "gpt-5-nano", None, ids_digest(ids)),
         BatchCreated(job_id, idem, batch_id),
         BatchPolled(batch_id, "completed", {"total": n_lines, "completed": n_lines, "failed": 0}),
@@ -434,6 +435,7 @@ def _topic_workspace(root: Path, n_reviews: int, runs: int) -> tuple[str, int]:
     from addm_integration.addm.extract import TopicExtract
     from addm_integration.addm.inputs import read_task
     from addm_integration.engine.context import Context
+    from addm_integration.engine.pipeline import job_key
     from addm_integration.engine.submit import ids_digest
     from addm_integration.store.cache import JudgmentCache
 
@@ -500,7 +502,7 @@ def _topic_workspace(root: Path, n_reviews: int, runs: int) -> tuple[str, int]:
     files = {"output": {"file_id": "file-o"}, "error": {"file_id": None}}
     n_last = len(ids)
     ctx.record(
-        JobCreated(job_id, "extract", "24hrbatch", pipeline.key(), params, n_last),
+        JobCreated(job_id, "extract", "24hrbatch", job_key(ctx, pipeline), params, n_last),
         PartPlanned(job_id, idem, n_last, 0, 1, str(batch_dir / "input.jsonl"), "gpt-5-nano", None, ids_digest(ids)),
         BatchCreated(job_id, idem, batch_id),
         BatchPolled(batch_id, "completed", {"total": n_last, "completed": n_last, "failed": 0}),

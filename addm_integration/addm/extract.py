@@ -102,6 +102,7 @@ def load_task(ctx: Context, domain: str, task_id: str) -> Task:
 class Extract:
     name: ClassVar[str] = "extract"
     module: ClassVar[str] = "addm_integration.extract"
+    unkeyed: ClassVar[frozenset[str]] = frozenset()
     ctx: Context
     task_id: str
     domain: str = "yelp"
@@ -120,8 +121,10 @@ class Extract:
     def params(self) -> dict[str, Any]:
         return {"task": self.task_id, "domain": self.domain, "k": self.k, "limit": self.limit, "model": self.model}
 
-    def key(self) -> str:
-        return f"extract|{self.domain}|{self.task_id}|K{self.k}|limit={self.limit}|{self.model}"
+    @staticmethod
+    def key_before(params: Mapping[str, Any]) -> str | None:
+        p = params
+        return f"extract|{p['domain']}|{p['task']}|K{p['k']}|limit={p['limit']}|{p['model']}"
 
     @property
     def task(self) -> Task:
@@ -259,11 +262,10 @@ class TopicExtract(Extract):
             "limit": self.limit,
         }
 
-    def key(self) -> str:
-        return (
-            f"extract|{self.domain}|topics={','.join(self.topics)}|K{self.k}|limit={self.limit}|"
-            f"models={topics.format_models(self.quotas)}"
-        )
+    @staticmethod
+    def key_before(params: Mapping[str, Any]) -> str | None:
+        p, models = params, topics.format_models([topics.Quota(*q) for q in params["models"]])
+        return f"extract|{p['domain']}|topics={','.join(p['topics'])}|K{p['k']}|limit={p['limit']}|models={models}"
 
     def topic_task(self, topic: str) -> Task:
         if topic not in self._tasks:

@@ -22,7 +22,7 @@ from addm_integration.addm.metrics import VERDICTS, normalize_verdict, score_row
 from addm_integration.addm.policies import Policy, read_policy
 from addm_integration.engine import prices
 from addm_integration.engine.context import Context
-from addm_integration.engine.pipeline import Applied, WorkItem, sum_usage
+from addm_integration.engine.pipeline import Applied, WorkItem, job_key, sum_usage
 from addm_integration.errors import BadInput
 from addm_integration.provider.outcomes import Outcome, unparsable
 from addm_integration.store.workspace import atomic_write, atomic_write_json
@@ -152,6 +152,7 @@ def run_dir_name(policy: str, k: int, n: int, skip: int) -> str:
 class Baseline:
     name: ClassVar[str] = "run_baseline"
     module: ClassVar[str] = "addm_integration.run_baseline"
+    unkeyed: ClassVar[frozenset[str]] = frozenset({"run_dir"})
     ctx: Context
     policy: str
     domain: str = "yelp"
@@ -190,9 +191,10 @@ class Baseline:
             "run_dir": self.run_dir,
         }
 
-    def key(self) -> str:
-        dev = "|dev" if self.dev else ""
-        return f"run_baseline|{self.domain}|{self.policy}|K{self.k}|n={self.n}|skip={self.skip}|{self.model}{dev}"
+    @staticmethod
+    def key_before(params: Mapping[str, Any]) -> str | None:
+        p, dev = params, "|dev" if params["dev"] else ""
+        return f"run_baseline|{p['domain']}|{p['policy']}|K{p['k']}|n={p['n']}|skip={p['skip']}|{p['model']}{dev}"
 
     @property
     def records(self) -> dict[str, Mapping[str, Any]]:
@@ -283,14 +285,14 @@ class Baseline:
 
     def _earlier_successes(self) -> dict[str, dict[str, Any]]:
         """The rows with a verdict of the last run of this selection that is over; none with ``--rerun``."""
-        earlier = None if self.rerun else self.ctx.previous_job(self.key())
+        earlier = None if self.rerun else self.ctx.previous_job(job_key(self.ctx, self))
         if earlier is None:
             return {}
         rows = self.load_rows(earlier.job_id)
         return {b: row for b, row in rows.items() if b in self.records and "error" not in row}
 
     def nothing_to_do(self) -> str:
-        earlier = self.ctx.previous_job(self.key())
+        earlier = self.ctx.previous_job(job_key(self.ctx, self))
         where = earlier.outputs.get("results") if earlier is not None else None
         if not where:
             return f"run_baseline {self.policy}: nothing to do, the selection has no restaurant"

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+import orjson
+
 from addm_integration.provider.outcomes import Outcome
 from ledger.events import Event, ItemsApplied, ItemsFailed, JobFinalized
 from ledger.reducer import JobState
@@ -39,6 +41,9 @@ class Applied:
 class Pipeline(Protocol):
     name: ClassVar[str]
     module: ClassVar[str]
+    unkeyed: ClassVar[frozenset[str]]
+    """The params that say where a job's results go, not what it asks (a dev run's folder carries its creation
+    time): the only ones left out of its key."""
     model: str
 
     @classmethod
@@ -46,8 +51,10 @@ class Pipeline(Protocol):
         """The pipeline a job was created with, rebuilt from what ``params`` recorded."""
         ...
 
-    def key(self) -> str:
-        """The job's identity: a repeated command with the same key continues the open job instead of paying twice."""
+    @staticmethod
+    def key_before(params: Mapping[str, Any]) -> str | None:
+        """The key earlier versions recorded for a job of these params, hand-formatted: read only, to find the jobs
+        they recorded (``job_key``). Frozen: a param added later has no say in it."""
         ...
 
     def params(self) -> dict[str, Any]:
@@ -76,6 +83,34 @@ class Pipeline(Protocol):
     def nothing_to_do(self) -> str:
         """One line for a command whose every result is already stored: where they are."""
         ...
+
+
+def canonical_key(name: str, params: Mapping[str, Any], unkeyed: frozenset[str] = frozenset()) -> str:
+    """The pipeline and every param but ``unkeyed``, canonically encoded: a param added to ``params()`` is part of
+    the identity by construction, so two commands that differ in it never share a job."""
+    identity = {k: v for k, v in params.items() if k not in unkeyed}
+    return f"{name}:{orjson.dumps(identity, option=orjson.OPT_SORT_KEYS).decode()}"
+
+
+def job_key(ctx: Context, pipeline: Pipeline) -> str:
+    """The job identity of a command: a repeated command with the same key continues the open job instead of
+    paying twice, and the job lock is taken on it.
+
+    A workspace whose jobs of this identity were recorded by an earlier version, under its hand-formatted key,
+    keeps that key: its open job is continued, its last run found, and its cron runs (which lock the key the job
+    recorded) exclude the same runs. The old key is trusted only for a job whose recorded params have this very
+    identity, so a param the old format did not know can never merge two jobs.
+    """
+    params = pipeline.params()
+    key = canonical_key(pipeline.name, params, pipeline.unkeyed)
+    old = pipeline.key_before(params)
+    if old is None or old == key or ctx.has_jobs(key):
+        return key
+    for job in ctx.jobs_of_key(old):
+        recorded = job.params.get("pipeline")
+        if isinstance(recorded, dict) and canonical_key(job.pipeline, recorded, pipeline.unkeyed) == key:
+            return old
+    return key
 
 
 def sum_usage(outcomes: Iterable[Outcome]) -> dict[str, int]:
