@@ -345,6 +345,7 @@ def bench_scale(n_lines: int, cache_size: int, repeat: int) -> None:
     import shutil
 
     from addm_integration.addm.inputs import read_task
+    from addm_integration.store.workspace import Workspace
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -352,7 +353,7 @@ def bench_scale(n_lines: int, cache_size: int, repeat: int) -> None:
         batch_id = _apply_workspace(template, n_lines)
         output = template / "data" / "batches" / batch_id / "output.jsonl"
         line(f"output file: {n_lines:,} lines", f"{output.stat().st_size / 1e6:.0f} MB")
-        snapshot = template / "data" / "ledger" / "runs" / "job_bench.reviews.json"
+        snapshot = Workspace(template).snapshot("job_bench")
         full_template = tmp_path / "full-template"
         shutil.copytree(template, full_template)
         _prefill(full_template / "data" / "answers" / "yelp" / "cache.json", cache_size)
@@ -497,7 +498,7 @@ def _topic_workspace(root: Path, n_reviews: int, runs: int) -> tuple[str, int]:
         cache.merge(topics.RAW, {topics.raw_key(topic, r, m, k): j for (r, m, k), j in earlier.items()})
     # the running tally as the earlier parts' applies would have left it
     tally = pipeline._count_stored(pipeline.reviews(job_id))
-    (root / "data/ledger/runs" / f"{job_id}.votes.json").write_bytes(orjson.dumps(tally))
+    ctx.ws.votes(job_id).write_bytes(orjson.dumps(tally))
     params = {"pipeline": pipeline.params(), "base_url": "http://127.0.0.1:9/v1", "cron": None, "max_attempts": 1}
     files = {"output": {"file_id": "file-o"}, "error": {"file_id": None}}
     n_last = len(ids)

@@ -6,7 +6,7 @@ so a rerun after any failure asks only for what is missing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +16,9 @@ import orjson
 
 from addm_integration.addm import answers, topics
 from addm_integration.addm.custom_id import CustomIdError, ReviewId, RunId, parse
-from addm_integration.addm.inputs import ENRICHMENT, Task, read_dataset, read_json, read_task
+from addm_integration.addm.inputs import ENRICHMENT, Task, read_dataset, read_task
 from addm_integration.engine.context import Context
-from addm_integration.engine.pipeline import Applied, WorkItem
+from addm_integration.engine.pipeline import Applied, WorkItem, keep_inputs, kept_inputs, load_kept
 from addm_integration.errors import BadInput
 from addm_integration.provider.outcomes import Outcome, unparsable
 from addm_integration.store.cache import FINGERPRINT, JudgmentCache
@@ -140,9 +140,6 @@ class Extract:
             for review in record["reviews"]:
                 yield record["business_id"], review
 
-    def snapshot_path(self, job_id: str) -> Path:
-        return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.reviews.json"
-
     def reviews(self, job_id: str | None) -> dict[str, list[Any]]:
         """review_id -> facts of the job's reviews, as its last submit saw them in the dataset.
 
@@ -150,8 +147,7 @@ class Extract:
         review texts again, and a replay post mortem routes exactly as the first apply did.
         """
         if self._reviews is None:
-            path = self.snapshot_path(job_id) if job_id is not None else None
-            self._reviews = read_json(path, "review snapshot") if path and path.exists() else self._from_dataset()
+            self._reviews = kept_inputs(self.ctx.ws, job_id, self._from_dataset)
         return self._reviews
 
     def _from_dataset(self) -> dict[str, list[Any]]:
@@ -165,12 +161,11 @@ class Extract:
         task = self.task
         self._reviews = reviews = self._from_dataset()  # the dataset as it is now: this submit's snapshot
         done = self.cache.present(self.task_id, reviews, fingerprint=task.fingerprint)
-        snapshot = self.snapshot_path(job_id) if job_id is not None else None
+        yield from keep_inputs(self.ctx.ws, job_id, reviews, self._missing(task, done))
+
+    def _missing(self, task: Task, done: Container[str]) -> Iterator[WorkItem]:
         for business_id, review in self._selected():
             if review["review_id"] not in done:
-                if snapshot is not None:  # saved with the first item: a job with nothing to do leaves no file
-                    atomic_write(snapshot, orjson.dumps(reviews))
-                    snapshot = None
                 cid = ReviewId(self.task_id, business_id, review["review_id"]).encode()
                 yield WorkItem(cid, request_body(task, review, self.model))
 
@@ -281,10 +276,14 @@ class TopicExtract(Extract):
     def work(self, job_id: str | None) -> Iterator[WorkItem]:
         tasks = [self.topic_task(topic) for topic in self.topics]  # every definition checked before any is sent
         self._reviews = reviews = self._from_dataset()
-        snapshot = self.snapshot_path(job_id) if job_id is not None else None
-        pairs = topics.runs_of(self.quotas)
-        if job_id is not None:  # the runs already stored, counted once here so that no apply reads them again
+
+        def count_stored(job_id: str) -> None:  # the runs already stored, counted once so that no apply reads them
             atomic_write(self.votes_path(job_id), orjson.dumps(self._count_stored(reviews)))
+
+        yield from keep_inputs(self.ctx.ws, job_id, reviews, self._missing_runs(tasks, reviews), also=count_stored)
+
+    def _missing_runs(self, tasks: Sequence[Task], reviews: Mapping[str, Any]) -> Iterator[WorkItem]:
+        pairs = topics.runs_of(self.quotas)
         for topic, task in zip(self.topics, tasks, strict=True):
             wanted = {topics.raw_key(topic, rid, m, n): None for rid in reviews for m, n in pairs}
             done = self.cache.present(topics.RAW, wanted, fingerprint=task.fingerprint)
@@ -292,13 +291,9 @@ class TopicExtract(Extract):
             for business_id, review in self._selected():
                 rid = review["review_id"]
                 for model, run in pairs:
-                    if topics.raw_key(topic, rid, model, run) in done:
-                        continue
-                    if snapshot is not None:
-                        atomic_write(snapshot, orjson.dumps(reviews))
-                        snapshot = None
-                    cid = RunId(topic, business_id, rid, model, run).encode()
-                    yield WorkItem(cid, request_body(task, review, model))
+                    if topics.raw_key(topic, rid, model, run) not in done:
+                        cid = RunId(topic, business_id, rid, model, run).encode()
+                        yield WorkItem(cid, request_body(task, review, model))
 
     def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
         reviews = self.reviews(job.job_id)
@@ -333,7 +328,7 @@ class TopicExtract(Extract):
         return Applied(tuple(applied), tuple(failures))
 
     def votes_path(self, job_id: str) -> Path:
-        return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.votes.json"
+        return self.ctx.ws.votes(job_id)
 
     def _new_votes(self) -> dict[str, topics.Vote]:
         return {topic: topics.Vote(self.topic_task(topic), self.quotas) for topic in self.topics}
@@ -341,7 +336,7 @@ class TopicExtract(Extract):
     def _votes(self, job_id: str) -> dict[str, topics.Vote]:
         """The job's running tally, as its submit and applies left it (counted from the cache when it is gone)."""
         path = self.votes_path(job_id)
-        saved = read_json(path, "vote tally") if path.exists() else self._count_stored(self.reviews(job_id))
+        saved = load_kept(path, "vote tally") if path.exists() else self._count_stored(self.reviews(job_id))
         votes = self._new_votes()
         for topic, vote in votes.items():
             vote.load(saved.get(topic, {}))

@@ -17,12 +17,12 @@ import orjson
 
 from addm_integration.addm import answers
 from addm_integration.addm.custom_id import CustomIdError, SampleId, parse
-from addm_integration.addm.inputs import read_dataset, read_ground_truth, read_json, read_text
+from addm_integration.addm.inputs import read_dataset, read_ground_truth, read_text
 from addm_integration.addm.metrics import VERDICTS, normalize_verdict, score_rows
 from addm_integration.addm.policies import Policy, read_policy
 from addm_integration.engine import prices
 from addm_integration.engine.context import Context
-from addm_integration.engine.pipeline import Applied, WorkItem, job_key, sum_usage
+from addm_integration.engine.pipeline import Applied, WorkItem, job_key, keep_inputs, kept_inputs, load_kept, sum_usage
 from addm_integration.errors import BadInput
 from addm_integration.provider.outcomes import Outcome, unparsable
 from addm_integration.store.workspace import atomic_write, atomic_write_json
@@ -210,15 +210,9 @@ class Baseline:
             self._records = selected
         return self._records
 
-    def rows_path(self, job_id: str) -> Path:
-        return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.rows.json"
-
-    def snapshot_path(self, job_id: str) -> Path:
-        return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.baseline.json"
-
     def load_rows(self, job_id: str) -> dict[str, dict[str, Any]]:
-        path = self.rows_path(job_id)
-        return read_json(path, "rows") if path.exists() else {}
+        path = self.ctx.ws.rows(job_id)
+        return load_kept(path, "rows of the run") if path.exists() else {}
 
     @property
     def asked(self) -> Asked:
@@ -257,11 +251,10 @@ class Baseline:
         }
 
     def sent(self, job_id: str) -> dict[str, Any]:
-        """The job's snapshot taken at submit, so that a fetch, a replay or a post mortem applies and scores
-        exactly what was sent whatever happened to the dataset since (a job from before snapshots: the inputs)."""
+        """The job's snapshot taken at submit: a fetch, a replay or a post mortem applies and scores exactly what
+        was sent."""
         if self._sent is None:
-            path = self.snapshot_path(job_id)
-            self._sent = read_json(path, "run snapshot") if path.exists() else self._snapshot()
+            self._sent = kept_inputs(self.ctx.ws, job_id, self._snapshot)
         return self._sent
 
     def _restaurants(self, job_id: str) -> dict[str, tuple[str | None, int]]:
@@ -270,18 +263,20 @@ class Baseline:
     def work(self, job_id: str | None) -> Iterator[WorkItem]:
         """The restaurants without a verdict: of this job, or for a new job those the last finished run lacked."""
         asked, snapshot = self.asked, self._snapshot()
-        own = job_id is not None and self.rows_path(job_id).exists()
+        own = job_id is not None and self.ctx.ws.rows(job_id).exists()
         rows = self.load_rows(job_id) if own and job_id is not None else self._earlier_successes()
-        path = self.snapshot_path(job_id) if job_id is not None else None
-        for business_id, record in self.records.items():
-            if "error" not in rows.get(business_id, {"error": None}):
-                continue
-            if path is not None and job_id is not None:  # saved with the first item: a job with nothing to do
-                atomic_write(path, orjson.dumps(snapshot))  # leaves no file
-                if not own:  # the rows this job starts from
-                    atomic_write(self.rows_path(job_id), orjson.dumps(rows))
-                self._sent, path = snapshot, None
-            yield WorkItem(SampleId(self.policy, business_id).encode(), request_body(record, asked, self.model))
+
+        def start(job_id: str) -> None:
+            if not own:  # the rows this job starts from
+                atomic_write(self.ctx.ws.rows(job_id), orjson.dumps(rows))
+            self._sent = snapshot
+
+        items = (
+            WorkItem(SampleId(self.policy, business_id).encode(), request_body(record, asked, self.model))
+            for business_id, record in self.records.items()
+            if "error" in rows.get(business_id, {"error": None})
+        )
+        yield from keep_inputs(self.ctx.ws, job_id, snapshot, items, also=start)
 
     def _earlier_successes(self) -> dict[str, dict[str, Any]]:
         """The rows with a verdict of the last run of this selection that is over; none with ``--rerun``."""
@@ -324,7 +319,7 @@ class Baseline:
             if "error" in rows.get(business_id, {"error": None}):  # a failure never replaces a success
                 rows[business_id] = {"business_id": business_id, "name": name, "error": outcome.error}
         if outcomes:
-            atomic_write(self.rows_path(job.job_id), orjson.dumps(rows))
+            atomic_write(self.ctx.ws.rows(job.job_id), orjson.dumps(rows))
         return Applied(tuple(applied), tuple(failures))
 
     def _row(

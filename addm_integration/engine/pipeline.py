@@ -7,13 +7,16 @@ construction: the same ``apply`` takes live answers and batch lines alike, and `
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import orjson
 
+from addm_integration.errors import DamagedFile
 from addm_integration.provider.outcomes import Outcome
+from addm_integration.store.workspace import Workspace, atomic_write
 from ledger.events import Event, ItemsApplied, ItemsFailed, JobFinalized
 from ledger.reducer import JobState
 
@@ -111,6 +114,50 @@ def job_key(ctx: Context, pipeline: Pipeline) -> str:
         if isinstance(recorded, dict) and canonical_key(job.pipeline, recorded, pipeline.unkeyed) == key:
             return old
     return key
+
+
+T = TypeVar("T")
+
+
+def keep_inputs(
+    ws: Workspace,
+    job_id: str | None,
+    inputs: object,
+    items: Iterable[WorkItem],
+    also: Callable[[str], None] | None = None,
+) -> Iterator[WorkItem]:
+    """``items``, with ``inputs`` saved as the job's snapshot just before the first one is handed out.
+
+    The one way a pipeline keeps what its applies and its finalize need of its inputs: taken when the items are,
+    so that a fetch, a replay or a post mortem uses exactly what was sent, whatever happened to the dataset since.
+    Saved with the first item, so that a job with nothing to do leaves no file; ``also`` writes what else the job
+    starts from at the same moment; no ``job_id``: a rehearsal, which writes nothing.
+    """
+    items = iter(items)
+    first = next(items, None)
+    if first is None:
+        return
+    if job_id is not None:
+        atomic_write(ws.snapshot(job_id), orjson.dumps(inputs))
+        if also is not None:
+            also(job_id)
+    yield first
+    yield from items
+
+
+def kept_inputs(ws: Workspace, job_id: str | None, now: Callable[[], T]) -> T:
+    """The job's snapshot of its inputs (``keep_inputs``); for a job from before snapshots, ``now()``: the inputs
+    as they are."""
+    path = ws.snapshot(job_id) if job_id is not None else None
+    return load_kept(path, "snapshot of the job's inputs") if path is not None and path.exists() else now()
+
+
+def load_kept(path: Path, what: str) -> Any:
+    """A file a job keeps beside the ledger, as JSON; one that does not read is named, never taken for input."""
+    try:
+        return orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise DamagedFile(f"{path}: the {what} is damaged ({exc}); nothing was applied") from None
 
 
 def sum_usage(outcomes: Iterable[Outcome]) -> dict[str, int]:
