@@ -9,8 +9,8 @@ from typing import Any
 from addm_integration.addm import topics
 from addm_integration.addm.extract import Extract, TopicExtract
 from addm_integration.app import cli
-from addm_integration.engine.context import Context
 from addm_integration.errors import BadInput
+from addm_integration.store.context import Context
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 from addm_integration.addm.run_baseline import Baseline
 from addm_integration.app import cli
-from addm_integration.engine.context import Context
+from addm_integration.store.context import Context
 
 
 def main(argv: Sequence[str] | None = None) -> int:

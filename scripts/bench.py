@@ -232,11 +232,11 @@ def bench_audit_history(jobs: int = 20, per_job: int = 50_000) -> None:
 _APPLY = """
 import sys, time
 from pathlib import Path
-from addm_integration.engine.context import Context
+from addm_integration.store.context import Context
 from addm_integration.addm.extract import Extract
-from addm_integration.engine import advance as fetch
+from addm_integration.engine import advance
 start = time.perf_counter()
-said = fetch.fetch(Context.open(Path(sys.argv[1])), Extract, sys.argv[2])
+said = advance.advance(Context.open(Path(sys.argv[1])), Extract, sys.argv[2])
 assert said and "applied" in said, said
 print(time.perf_counter() - start, _peak_mb())
 """
@@ -300,9 +300,9 @@ def _apply_workspace(root: Path, n_lines: int) -> str:
     from fake_openai import chat_completion
 
     from addm_integration.addm.extract import Extract
-    from addm_integration.engine.context import Context
     from addm_integration.engine.pipeline import job_key
-    from addm_integration.engine.submit import batch_lines, ids_digest
+    from addm_integration.engine.plan import batch_lines, ids_digest
+    from addm_integration.store.context import Context
     from ledger.events import BatchCreated, BatchPolled, FilesStored, JobCreated, PartPlanned
 
     generate(root, n_restaurants=n_lines // 20 + 50, seed=9)
@@ -403,11 +403,11 @@ def bench_scale(n_lines: int, cache_size: int, repeat: int) -> None:
 _TOPIC_FETCH = """
 import sys, time
 from pathlib import Path
-from addm_integration.engine.context import Context
+from addm_integration.store.context import Context
 from addm_integration.addm.extract import Extract
-from addm_integration.engine import advance as fetch
+from addm_integration.engine import advance
 start = time.perf_counter()
-said = fetch.fetch(Context.open(Path(sys.argv[1])), Extract, sys.argv[2])
+said = advance.advance(Context.open(Path(sys.argv[1])), Extract, sys.argv[2])
 assert said and "aggregated" in said, said
 print(time.perf_counter() - start, _peak_mb())
 """
@@ -435,10 +435,10 @@ def _topic_workspace(root: Path, n_reviews: int, runs: int) -> tuple[str, int]:
     from addm_integration.addm import topics
     from addm_integration.addm.extract import TopicExtract
     from addm_integration.addm.inputs import read_task
-    from addm_integration.engine.context import Context
     from addm_integration.engine.pipeline import job_key
-    from addm_integration.engine.submit import ids_digest
+    from addm_integration.engine.plan import ids_digest
     from addm_integration.store.cache import JudgmentCache
+    from addm_integration.store.context import Context
 
     generate(root, n_restaurants=n_reviews // 20 + 50, seed=9)
     task = orjson.loads((root / "data/tasks/yelp/G1a.json").read_bytes())
@@ -563,8 +563,8 @@ asyncio.run(main())
 def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int = 32, cache: int = 0) -> None:
     """Ondemand against the bare loop; with ``cache`` judgments already in the cache, each apply rewrites it all."""
     from addm_integration.addm.extract import Extract
-    from addm_integration.engine.context import Context
-    from addm_integration.engine.submit import batch_lines
+    from addm_integration.engine.plan import batch_lines
+    from addm_integration.store.context import Context
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ws"

@@ -294,7 +294,7 @@ def test_on_windows_submit_warns_installs_nothing_and_prints_the_command(
     from addm_integration import extract
 
     # Windows cannot run here: stand in for its platform check, everything else is real.
-    monkeypatch.setattr("addm_integration.engine.submit.cron_supported", lambda: False)
+    monkeypatch.setattr("addm_integration.schedule.entries.cron_supported", lambda: False)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", ws.server.base_url)
     assert extract.main(["--root", str(ws.root), *TASK, *submit_args(ws)]) == 0

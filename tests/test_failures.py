@@ -95,7 +95,7 @@ def test_a_batch_input_kept_on_another_file_system_is_copied(
             return link(src, dst)
         raise OSError(errno.EXDEV, "Invalid cross-device link", src, None, dst)
 
-    monkeypatch.setattr("addm_integration.engine.submit.os.link", cross_device)
+    monkeypatch.setattr("addm_integration.engine.send.os.link", cross_device)
     assert _main(ws, *submit_args(ws)) == 0, capsys.readouterr().err
     (batch,) = ws.batches()
     kept = ws.root / "data" / "batches" / batch / "input.jsonl"

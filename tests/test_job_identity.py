@@ -13,8 +13,8 @@ from addm_integration import extract, run_baseline
 from addm_integration.addm import topics
 from addm_integration.addm.extract import Extract, TopicExtract
 from addm_integration.addm.run_baseline import Baseline
-from addm_integration.engine.context import Context
 from addm_integration.engine.pipeline import Pipeline, canonical_key, job_key
+from addm_integration.store.context import Context
 from ledger.events import JobCreated
 
 POLICY = "G1_allergy_V2"

@@ -10,9 +10,9 @@ from gen_data import generate
 
 from addm_integration.addm.extract import Extract
 from addm_integration.addm.run_baseline import Baseline
-from addm_integration.engine.context import Context
 from addm_integration.engine.pipeline import Pipeline
 from addm_integration.errors import DamagedFile
+from addm_integration.store.context import Context
 
 EARLIER_NAMES = {"extract": "reviews", "run_baseline": "baseline"}
 

@@ -7,6 +7,7 @@ construction: the same ``apply`` takes live answers and batch lines alike, and `
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,11 @@ import orjson
 from addm_integration.errors import DamagedFile
 from addm_integration.provider.outcomes import Outcome
 from addm_integration.store.workspace import Workspace, atomic_write
-from ledger.events import Event, ItemsApplied, ItemsFailed, JobFinalized
+from ledger.events import Event, ItemsApplied, ItemsFailed, JobCreated, JobFinalized
 from ledger.reducer import JobState
 
 if TYPE_CHECKING:
-    from addm_integration.engine.context import Context
+    from addm_integration.store.context import Context
 
 
 @dataclass(frozen=True)
@@ -201,3 +202,14 @@ def apply_outcomes(
 
 def finalize(pipeline: Pipeline, job: JobState) -> JobFinalized:
     return JobFinalized(job.job_id, pipeline.finalize(job))
+
+
+def create_job(
+    ctx: Context, pipeline: Pipeline, key: str, mode: str, params: Mapping[str, Any]
+) -> tuple[str, JobCreated]:
+    """A new job id and its creation event; the caller records it once it knows how many items the job has.
+
+    ``key``: the identity ``job_key`` gave the command, whose lock the caller holds.
+    """
+    job_id = f"job_{ctx.clock().strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
+    return job_id, JobCreated(job_id, pipeline.name, mode, key, {"pipeline": pipeline.params(), **params})
