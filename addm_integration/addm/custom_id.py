@@ -7,7 +7,8 @@ never contain the separator and decoding is a plain split: lossless for every st
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 SEP = "::"
 
@@ -111,3 +112,16 @@ def parse(custom_id: str) -> ReviewId | SampleId | RunId:
         if run.isascii() and run[0] != "0":
             return RunId(parts[1], parts[2], parts[3], parts[4], int(run))
     raise CustomIdError(f"not an ADDM custom_id: {custom_id!r}")
+
+
+Target = TypeVar("Target", ReviewId, SampleId, RunId)
+
+
+def route(custom_id: str, kind: type[Target], ours: Callable[[Target], bool]) -> Target | None:
+    """The item a result line names, when it is a ``kind`` that ``ours`` says the job asked for; None for anything
+    else (a malformed id, another job's or another pipeline's line), which the job records as not its own."""
+    try:
+        target = parse(custom_id)
+    except CustomIdError:
+        return None
+    return target if type(target) is kind and ours(target) else None  # type: ignore[return-value]

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import orjson
 
 from addm_integration.addm import answers, topics
-from addm_integration.addm.custom_id import CustomIdError, ReviewId, RunId, parse
+from addm_integration.addm.custom_id import ReviewId, RunId, route
 from addm_integration.addm.inputs import ENRICHMENT, Task, read_dataset, read_task
 from addm_integration.engine.pipeline import Applied, WorkItem, keep_inputs, kept_inputs, load_kept
 from addm_integration.errors import BadInput
@@ -193,14 +193,13 @@ class Extract:
 
     def _route(self, reviews: Mapping[str, list[Any]], custom_id: str) -> str | None:
         """The review a custom_id names, when it is one of this job's; None for anything else."""
-        try:
-            target = parse(custom_id)
-        except CustomIdError:
-            return None
-        if type(target) is not ReviewId or target.task_id != self.task_id:
-            return None
-        review = reviews.get(target.review_id)
-        return target.review_id if review is not None and review[0] == target.business_id else None
+
+        def ours(target: ReviewId) -> bool:
+            review = reviews.get(target.review_id)
+            return target.task_id == self.task_id and review is not None and review[0] == target.business_id
+
+        target = route(custom_id, ReviewId, ours)
+        return target.review_id if target is not None else None
 
     def finalize(self, job: JobState) -> dict[str, Any]:
         """Apply already persisted every judgment; finalize records where the cache is and what the job left missing.
@@ -210,6 +209,9 @@ class Extract:
         """
         reviews = self.reviews(job.job_id)
         return {"cache": str(self.cache.path), "judgments": len(reviews) - len(job.failures), "reviews": len(reviews)}
+
+    def retry_hint(self) -> str:
+        return "the same command asks again for every review still without a judgment"
 
     def nothing_to_do(self) -> str:
         return f"extract {self.task_id}: nothing to do, every review already has a judgment in {self.cache.path}"
@@ -355,14 +357,13 @@ class TopicExtract(Extract):
     def _route_run(
         self, reviews: Mapping[str, list[Any]], custom_id: str, quota: Mapping[tuple[str, int], None]
     ) -> RunId | None:
-        try:
-            target = parse(custom_id)
-        except CustomIdError:
-            return None
-        if type(target) is not RunId or target.topic not in self.topics or (target.model, target.run) not in quota:
-            return None
-        review = reviews.get(target.review_id)
-        return target if review is not None and review[0] == target.business_id else None
+        def ours(target: RunId) -> bool:
+            if target.topic not in self.topics or (target.model, target.run) not in quota:
+                return False
+            review = reviews.get(target.review_id)
+            return review is not None and review[0] == target.business_id
+
+        return route(custom_id, RunId, ours)
 
     def finalize(self, job: JobState) -> dict[str, Any]:
         """Aggregate every review of the job whose quota is complete, from the job's running tally."""
@@ -394,6 +395,9 @@ class TopicExtract(Extract):
         cache.merge(topics.METADATA, meta)
         total = len(reviews) * len(self.topics)
         return {"cache": str(cache.path), "aggregated": aggregated, "reviews": total, "runs": job.applied}
+
+    def retry_hint(self) -> str:
+        return "the same command asks again for every run still missing"
 
     def summary(self, job: JobState) -> str:
         out = job.outputs

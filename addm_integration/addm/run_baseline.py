@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import orjson
 
 from addm_integration.addm import answers
-from addm_integration.addm.custom_id import CustomIdError, SampleId, parse
+from addm_integration.addm.custom_id import SampleId, route
 from addm_integration.addm.inputs import read_dataset, read_ground_truth, read_text
 from addm_integration.addm.metrics import VERDICTS, normalize_verdict, score_rows
 from addm_integration.addm.policies import Policy, read_policy
@@ -286,6 +286,9 @@ class Baseline:
         rows = self.load_rows(earlier.job_id)
         return {b: row for b, row in rows.items() if b in self.records and "error" not in row}
 
+    def retry_hint(self) -> str:
+        return "the same command asks again for the restaurants that failed and fills them in"
+
     def nothing_to_do(self) -> str:
         earlier = self.ctx.previous_job(job_key(self.ctx, self))
         where = earlier.outputs.get("results") if earlier is not None else None
@@ -345,13 +348,9 @@ class Baseline:
         }
 
     def _route(self, restaurants: Mapping[str, Any], custom_id: str) -> str | None:
-        try:
-            target = parse(custom_id)
-        except CustomIdError:
-            return None
-        if not isinstance(target, SampleId) or target.run_name != self.policy:
-            return None
-        return target.sample_id if target.sample_id in restaurants else None
+        """The restaurant a custom_id names, when it is one of this job's; None for anything else."""
+        target = route(custom_id, SampleId, lambda t: t.run_name == self.policy and t.sample_id in restaurants)
+        return target.sample_id if target is not None else None
 
     def finalize(self, job: JobState) -> dict[str, Any]:
         """Score every row of the run at once and write results.json into the run folder fixed at creation."""

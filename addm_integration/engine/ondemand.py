@@ -199,5 +199,5 @@ def _run_job(
         ctx.record(RunEnded(job.job_id, ended))
     said += "\n" + pipeline.summary(ctx.job_state(job.job_id).jobs[job.job_id])
     if reasons:
-        said += f"\n{reasons.total()} requests failed ({top}); run the same command again to retry them"
+        said += f"\n{reasons.total()} requests failed ({top}); {pipeline.retry_hint()}"
     return said

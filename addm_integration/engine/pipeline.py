@@ -84,6 +84,10 @@ class Pipeline(Protocol):
         """One line for the user once the job is finalized."""
         ...
 
+    def retry_hint(self) -> str:
+        """What running the same command again does about the items that failed, in the pipeline's own terms."""
+        ...
+
     def nothing_to_do(self) -> str:
         """One line for a command whose every result is already stored: where they are."""
         ...
