@@ -17,7 +17,7 @@ import orjson
 from addm_integration.addm import answers, topics
 from addm_integration.addm.custom_id import ReviewId, RunId, route
 from addm_integration.addm.inputs import ENRICHMENT, Task, read_dataset, read_task
-from addm_integration.engine.pipeline import Applied, WorkItem, keep_inputs, kept_inputs, load_kept
+from addm_integration.engine.pipeline import Settled, WorkItem, keep_inputs, kept_inputs, load_kept
 from addm_integration.errors import BadInput
 from addm_integration.provider.outcomes import Outcome, unparsable
 from addm_integration.store.cache import FINGERPRINT, JudgmentCache
@@ -169,7 +169,7 @@ class Extract:
                 cid = ReviewId(self.task_id, business_id, review["review_id"]).encode()
                 yield WorkItem(cid, request_body(task, review, self.model))
 
-    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
+    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Settled:
         task, reviews = self.task, self.reviews(job.job_id)
         judgments: dict[str, dict[str, Any]] = {}
         applied: list[str] = []
@@ -189,7 +189,7 @@ class Extract:
                 continue
             applied.append(outcome.custom_id)
         self.cache.merge(self.task_id, judgments)
-        return Applied(tuple(applied), tuple(failures))
+        return Settled(tuple(applied), tuple(failures))
 
     def _route(self, reviews: Mapping[str, list[Any]], custom_id: str) -> str | None:
         """The review a custom_id names, when it is one of this job's; None for anything else."""
@@ -297,7 +297,7 @@ class TopicExtract(Extract):
                         cid = RunId(topic, business_id, rid, model, run).encode()
                         yield WorkItem(cid, request_body(task, review, model))
 
-    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
+    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Settled:
         reviews = self.reviews(job.job_id)
         quota = dict.fromkeys(topics.runs_of(self.quotas))
         now = _now()
@@ -327,7 +327,7 @@ class TopicExtract(Extract):
             for key, judgment in raw.items():
                 votes[key.partition("::")[0]].add(judgment)
             atomic_write(self.votes_path(job.job_id), orjson.dumps({t: v.tallies for t, v in votes.items()}))
-        return Applied(tuple(applied), tuple(failures))
+        return Settled(tuple(applied), tuple(failures))
 
     def votes_path(self, job_id: str) -> Path:
         return self.ctx.ws.votes(job_id)

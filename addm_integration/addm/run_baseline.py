@@ -21,7 +21,7 @@ from addm_integration.addm.inputs import read_dataset, read_ground_truth, read_t
 from addm_integration.addm.metrics import VERDICTS, normalize_verdict, score_rows
 from addm_integration.addm.policies import Policy, read_policy
 from addm_integration.engine import prices
-from addm_integration.engine.pipeline import Applied, WorkItem, job_key, keep_inputs, kept_inputs, load_kept, sum_usage
+from addm_integration.engine.pipeline import Settled, WorkItem, job_key, keep_inputs, kept_inputs, load_kept, sum_usage
 from addm_integration.errors import BadInput
 from addm_integration.provider.outcomes import Outcome, unparsable
 from addm_integration.store.context import Context
@@ -299,7 +299,7 @@ class Baseline:
             f"{where} (--rerun asks for all again)"
         )
 
-    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
+    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Settled:
         rows = self.load_rows(job.job_id)
         restaurants = self._restaurants(job.job_id)
         labels = tuple(self.sent(job.job_id)["policy"]["verdicts"])
@@ -323,7 +323,7 @@ class Baseline:
                 rows[business_id] = {"business_id": business_id, "name": name, "error": outcome.error}
         if outcomes:
             atomic_write(self.ctx.ws.rows(job.job_id), orjson.dumps(rows))
-        return Applied(tuple(applied), tuple(failures))
+        return Settled(tuple(applied), tuple(failures))
 
     def _row(
         self, job: JobState, business_id: str, name: str | None, chars: int, outcome: Outcome, labels: Sequence[str]

@@ -32,11 +32,9 @@ class WorkItem:
 
 
 @dataclass(frozen=True)
-class Applied:
-    """What a pipeline made of a set of outcomes: stored ids, and the failures with reason and retryability.
-
-    Every outcome ends in exactly one of the two.
-    """
+class Settled:
+    """What a pipeline's apply made of a set of outcomes: each settled as stored (``applied``) or as a failure
+    with its reason and retryability, exactly one of the two."""
 
     applied: tuple[str, ...] = ()
     failures: tuple[tuple[str, str, bool], ...] = ()
@@ -72,7 +70,7 @@ class Pipeline(Protocol):
         """
         ...
 
-    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
+    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Settled:
         """Store what the outcomes say, durably, before returning."""
         ...
 
@@ -187,7 +185,7 @@ def apply_outcomes(
     batch_id: str | None,
     attempt: int,
     kind: str = "apply",
-) -> tuple[Applied, list[Event]]:
+) -> tuple[Settled, list[Event]]:
     """Store results, then return the events that record them (the caller appends them, after the write).
 
     A crash between the two re-applies the same results on the next run: never lost, recorded once.
