@@ -120,3 +120,12 @@ def test_the_local_server_refuses_a_batch_of_mixed_models_as_the_service_does() 
     ]
     _, _, errors = parse_batch_input(b"\n".join(orjson.dumps(x) for x in lines), "/v1/chat/completions")
     assert [(e["code"], e["line"]) for e in errors] == [("mismatched_model", 2)]
+
+
+def test_dry_run_counts_the_batches_a_submit_sends_one_model_per_batch(ws: Workspace) -> None:
+    _topic(ws)
+    args = ("--topic", TOPIC, *MODELS, "--limit", "2", "--llm-mode", "24hrbatch")
+    dry = ws.run("extract", *args, "--dry-run", "--no-cron")
+    assert dry.returncode == 0, dry.stderr
+    sent = _batch_until_done(ws, *args)
+    assert f"{len(sent)} batch(es)" in dry.stdout, (dry.stdout, sent)
