@@ -1,4 +1,5 @@
-"""A local, stdlib-only fake of the OpenAI Files, Batches and Chat Completions APIs.
+"""A local fake of the OpenAI Files, Batches and Chat Completions APIs (the standard library, plus the project's one
+atomic write for ``--url-file``).
 
 Why it exists: the pipeline must be exercised end to end (upload, batch lifecycle, partial results,
 retries, crashes mid-call) without spending money or waiting 24 hours, and the tests must talk to it

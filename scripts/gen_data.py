@@ -13,8 +13,8 @@ script writes, under a workspace root, everything the two pipelines read, in the
   incidents deliberately planted in the reviews, so that scoring has real signal.
 
 Everything is drawn from one ``random.Random(seed)`` and no clock is read, so the same arguments always give
-byte-identical files (tests and benchmarks compare runs). Each file is written atomically (temp + rename)
-so a reader never sees a half-written input.
+byte-identical files (tests and benchmarks compare runs). Each file is written through the project's one atomic
+write (temp, fsync, rename; a file replaced keeps its mode), so a reader never sees a half-written input.
 
 Usage: ``python scripts/gen_data.py --root DIR [--restaurants 100] [--k 25] [--seed 0] [--domain yelp] [--force]``.
 """
