@@ -193,13 +193,11 @@ class Extract:
 
     def _route(self, reviews: Mapping[str, list[Any]], custom_id: str) -> str | None:
         """The review a custom_id names, when it is one of this job's; None for anything else."""
-
-        def ours(target: ReviewId) -> bool:
-            review = reviews.get(target.review_id)
-            return target.task_id == self.task_id and review is not None and review[0] == target.business_id
-
-        target = route(custom_id, ReviewId, ours)
-        return target.review_id if target is not None else None
+        target = route(custom_id, ReviewId)
+        if target is None or target.task_id != self.task_id:
+            return None
+        review = reviews.get(target.review_id)
+        return target.review_id if review is not None and review[0] == target.business_id else None
 
     def finalize(self, job: JobState) -> dict[str, Any]:
         """Apply already persisted every judgment; finalize records where the cache is and what the job left missing.
@@ -357,13 +355,11 @@ class TopicExtract(Extract):
     def _route_run(
         self, reviews: Mapping[str, list[Any]], custom_id: str, quota: Mapping[tuple[str, int], None]
     ) -> RunId | None:
-        def ours(target: RunId) -> bool:
-            if target.topic not in self.topics or (target.model, target.run) not in quota:
-                return False
-            review = reviews.get(target.review_id)
-            return review is not None and review[0] == target.business_id
-
-        return route(custom_id, RunId, ours)
+        target = route(custom_id, RunId)
+        if target is None or target.topic not in self.topics or (target.model, target.run) not in quota:
+            return None
+        review = reviews.get(target.review_id)
+        return target if review is not None and review[0] == target.business_id else None
 
     def finalize(self, job: JobState) -> dict[str, Any]:
         """Aggregate every review of the job whose quota is complete, from the job's running tally."""

@@ -349,8 +349,10 @@ class Baseline:
 
     def _route(self, restaurants: Mapping[str, Any], custom_id: str) -> str | None:
         """The restaurant a custom_id names, when it is one of this job's; None for anything else."""
-        target = route(custom_id, SampleId, lambda t: t.run_name == self.policy and t.sample_id in restaurants)
-        return target.sample_id if target is not None else None
+        target = route(custom_id, SampleId)
+        if target is None or target.run_name != self.policy:
+            return None
+        return target.sample_id if target.sample_id in restaurants else None
 
     def finalize(self, job: JobState) -> dict[str, Any]:
         """Score every row of the run at once and write results.json into the run folder fixed at creation."""
