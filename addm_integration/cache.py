@@ -48,6 +48,7 @@ _CLOSE = b"}\n"
 _RUN = 10_000  # entries per line: one orjson call each, and a line stays a few MB to parse when one is replaced
 _TAIL = 1 << 16  # bytes of the cache's end that its stamp checksums
 _CHUNK = 8 << 20  # bytes read at a time when looking for a block
+_HEAD = 4096  # bytes read for a block's opening line: its task id and the brace
 FINGERPRINT = "_term_hash"  # in a judgment: the fingerprint of the task definition it answered
 _MARK = b'"' + FINGERPRINT.encode() + b'":"'
 
@@ -230,97 +231,154 @@ class JudgmentCache:
 
     def _locate(self, task: str) -> tuple[int, int] | tuple[()] | None:
         """(first entry byte, end of last entry line) of the task's block; () if absent; None if not our layout."""
+        layout = self._layout()
+        return None if layout is None else layout.get(task, ())
+
+    def _layout(self) -> dict[str, tuple[int, int]] | None:
+        """Every block's (first entry byte, end of last entry line), in file order; None if not our layout.
+
+        One pass: a line of entries starts with a key's quote, so a newline followed by ``}`` only ever closes a
+        block, and what follows it says whether another block does (``,``) or the file ends.
+        """
         size = self.path.stat().st_size if self.path.exists() else 0
         if size == 0:
-            return ()
+            return {}
+        layout: dict[str, tuple[int, int]] = {}
         with open(self.path, "rb") as f:
             fd = f.fileno()
             if os.pread(fd, len(_OPEN), 0) != _OPEN or os.pread(fd, 3, size - 3) != b"\n" + _CLOSE:
                 return None
-            header = b"\n" + orjson.dumps(task) + b":{\n"
-            start = _find(fd, header, 1, size)
-            if start < 0:
-                return ()
-            body = start + len(header)
-            return body, _find(fd, b"\n}", body - 1, size) + 1
+            pos = len(_OPEN)
+            while True:
+                head = os.pread(fd, _HEAD, pos)
+                line = head[: head.find(b"\n")]
+                if b"\n" not in head or not line.startswith(b'"') or not line.endswith(b":{"):
+                    return None
+                try:
+                    task = orjson.loads(line[:-2])
+                except orjson.JSONDecodeError:
+                    return None
+                body = pos + len(line) + 1
+                close = _find(fd, b"\n}", body - 1, size)
+                if type(task) is not str or task in layout or close < 0:
+                    return None
+                layout[task] = (body, close + 1)
+                if close + 2 + len(_CLOSE) + 1 == size:  # "\n}" and the file's closing "\n}\n"
+                    return layout
+                if os.pread(fd, 2, close + 2) != b",\n":
+                    return None
+                pos = close + 4
 
     def merge(self, task: str, entries: Mapping[str, Any]) -> None:
-        """Store ``entries`` under ``task``, replacing entries of the same review, atomically.
+        """Store ``entries`` under ``task``, replacing entries of the same review, atomically."""
+        self.merge_many({task: entries})
 
-        Under a lock: two jobs (of different tasks, so not sharing a job lock) applying at the same time must not
-        each rename their copy over the other's.
+    def merge_many(self, blocks: Mapping[str, Mapping[str, Any]]) -> None:
+        """Store each block's entries under its task, replacing entries of the same key, in one atomic rewrite.
+
+        One rewrite, not one per block: the cost of a merge is the copy of the old cache, whatever the number of
+        blocks; and a crash leaves every block as it was or every block merged, never some of them. Under a lock:
+        two jobs (of different tasks, so not sharing a job lock) applying at the same time must not each rename
+        their copy over the other's.
         """
-        if not entries:
+        blocks = {task: entries for task, entries in blocks.items() if entries}
+        if not blocks:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{self.path}.lock", timeout=600):
-            self._merge_locked(task, entries)
+            self._merge_locked(blocks)
 
-    def _merge_locked(self, task: str, entries: Mapping[str, Any]) -> None:
+    def _merge_locked(self, blocks: Mapping[str, Mapping[str, Any]]) -> None:
         first = not self.path.exists() or self.path.stat().st_size == 0
         listed = not first and self._keys_current()
         with atomic_file(self.path) as out:
-            if self._splice(task, entries, out, listed) is False:
+            if self._splice(blocks, out, listed) is False:
                 out.seek(0)
                 out.truncate()
                 data = self.read()
-                data.setdefault(task, {}).update(entries)
+                for task, entries in blocks.items():
+                    data.setdefault(task, {}).update(entries)
                 out.write(_OPEN + b",\n".join(_block(t, e) for t, e in data.items() if e) + b"\n" + _CLOSE)
-        token = orjson.dumps(task)
         if listed:
-            self._list_keys(token, entries)
+            self._list_keys(blocks)
+        elif first:
+            self._write_keys(_key_lines(orjson.dumps(t), e) for t, e in blocks.items())
         else:
-            self._write_keys([_key_lines(token, entries)] if first else self._scan_keys())
+            self._write_keys(self._scan_keys())
 
-    def _splice(self, task: str, entries: Mapping[str, Any], out: BinaryIO, listed: bool) -> bool:
-        """Write old cache + entries to ``out`` by streaming; False when the old file is not in our layout."""
-        located = self._locate(task)
-        if located is None:
+    def _splice(self, blocks: Mapping[str, Mapping[str, Any]], out: BinaryIO, listed: bool) -> bool:
+        """Write old cache + entries to ``out`` by streaming; False when the old file is not in our layout.
+
+        The old file is copied once, front to back: up to each merged block's end, where its new entries go (a
+        line holding a replaced entry is written again without it), and new blocks before the closing brace.
+        """
+        layout = self._layout()
+        if layout is None:
             return False
-        size = self.path.stat().st_size if self.path.exists() else 0
-        if size == 0:
-            out.write(_OPEN + _block(task, entries) + b"\n" + _CLOSE)
+        if not layout:
+            out.write(_OPEN + b",\n".join(_block(t, e) for t, e in blocks.items()) + b"\n" + _CLOSE)
             return True
+        size = self.path.stat().st_size
+        present = sorted((layout[task], task) for task in blocks if task in layout)  # in file order
+        added = [_block(task, entries) for task, entries in blocks.items() if task not in layout]
+        replacing: set[str] = set()
         with open(self.path, "rb") as old:
-            if not located:  # a new task: its block goes before the closing brace
-                _copy(old, out, 0, size - 3)
-                out.write(b",\n" + _block(task, entries) + b"\n" + _CLOSE)
-                return True
-            body, end = located
-            _copy(old, out, 0, end - 1)  # the usual case, only new reviews, keeps all of this
-            with _flushing(out):  # so it goes to disk while the keys are checked
-                all_new = self._all_new(task, entries, old, located, listed)
-            if all_new:
-                out.write(b",\n" + _runs(entries) + b"\n")
+            pos = 0
+            if present:
+                (body, end), task = present[0]
+                _copy(old, out, 0, end - 1)  # the usual case, only new keys, keeps all of this
+                with _flushing(out):  # so it goes to disk while the keys are checked
+                    replacing = self._replacing({t: blocks[t] for _, t in present}, old, layout, listed)
+                pos = end - 1
+                if task in replacing:  # nothing written yet but the old bytes: the offsets are the old file's
+                    out.truncate(body)
+                    out.seek(body)
+                    pos = body
+            for (body, end), task in present:
+                entries = blocks[task]
+                if task not in replacing:
+                    _copy(old, out, pos, end - 1)
+                    out.write(b",\n" + _runs(entries) + b"\n")
+                else:
+                    _copy(old, out, pos, body)
+                    for line in bounded_lines(old, body, end):
+                        run = _run_entries(line)
+                        if entries.keys().isdisjoint(run):
+                            out.write(line if line.endswith(b",\n") else line[:-1] + b",\n")
+                        elif kept := {k: v for k, v in run.items() if k not in entries}:
+                            out.write(orjson.dumps(kept)[1:-1] + b",\n")
+                    out.write(_runs(entries) + b"\n")
+                pos = end
+            if added:  # new blocks go before the closing brace
+                _copy(old, out, pos, size - len(_CLOSE) - 1)
+                out.write(b",\n" + b",\n".join(added) + b"\n" + _CLOSE)
             else:
-                out.truncate(body)
-                out.seek(body)
-                for line in bounded_lines(old, body, end):
-                    run = _run_entries(line)
-                    if entries.keys().isdisjoint(run):
-                        out.write(line if line.endswith(b",\n") else line[:-1] + b",\n")
-                    elif kept := {k: v for k, v in run.items() if k not in entries}:
-                        out.write(orjson.dumps(kept)[1:-1] + b",\n")
-                out.write(_runs(entries) + b"\n")
-            _copy(old, out, end, size)
+                _copy(old, out, pos, size)
         return True
 
-    def _all_new(
-        self, task: str, entries: Mapping[str, Any], old: BinaryIO, located: tuple[int, int], listed: bool
-    ) -> bool:
+    def _replacing(
+        self,
+        blocks: Mapping[str, Mapping[str, Any]],
+        old: BinaryIO,
+        layout: Mapping[str, tuple[int, int]],
+        listed: bool,
+    ) -> set[str]:
+        """The blocks among ``blocks`` that already hold one of their new keys: one pass over the key list."""
         if not listed:
-            return entries.keys().isdisjoint(_block_keys(old, *located))
-        token = orjson.dumps(task)
+            return {t for t, e in blocks.items() if not e.keys().isdisjoint(_block_keys(old, *layout[t]))}
+        lines: dict[bytes, str] = {}
+        for task, entries in blocks.items():
+            lines.update(dict.fromkeys(_key_lines(orjson.dumps(task), entries).splitlines(keepends=True), task))
         with open(self.keys_path, "rb") as f:
-            return set(_key_lines(token, entries).splitlines(keepends=True)).isdisjoint(f)
+            return {lines[line] for line in lines.keys() & f}
 
-    def _list_keys(self, task: bytes, entries: Mapping[str, Any]) -> None:
+    def _list_keys(self, blocks: Mapping[str, Mapping[str, Any]]) -> None:
         """Add the merged keys and the new cache's stamp to the key list (a crash midway leaves it stale, not wrong).
 
         No fsync: the list is trusted only when it ends with the cache's stamp, which one write puts after its keys.
         """
         with open(self.keys_path, "ab") as f:
-            f.write(_key_lines(task, entries) + self._stamp())
+            f.write(b"".join(_key_lines(orjson.dumps(t), e) for t, e in blocks.items()) + self._stamp())
 
     def _write_keys(self, lines: Iterable[bytes]) -> None:
         with atomic_file(self.keys_path, durable=False) as out:
