@@ -30,7 +30,7 @@ import errno
 import os
 import threading
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -53,16 +53,39 @@ FINGERPRINT = "_term_hash"  # in a judgment: the fingerprint of the task definit
 _MARK = b'"' + FINGERPRINT.encode() + b'":"'
 
 
-def _runs(entries: Mapping[str, Any]) -> bytes:
-    """The entries as lines of up to ``_RUN`` entries, each line one encoding of a dict without its braces."""
+def _runs(entries: Mapping[str, Any]) -> list[bytes | memoryview]:
+    """The entries as lines of up to ``_RUN`` entries, each line one encoding of a dict without its braces.
+
+    Pieces to write one after the other, not joined: the entries of a large merge are encoded once and copied
+    no more.
+    """
+    if type(entries) is not dict:
+        entries = dict(entries)
     if len(entries) <= _RUN:
-        return orjson.dumps(dict(entries))[1:-1]
+        return [memoryview(orjson.dumps(entries))[1:-1]]
     items = iter(entries.items())
-    return b",\n".join(orjson.dumps(dict(islice(items, _RUN)))[1:-1] for _ in range(0, len(entries), _RUN))
+    parts: list[bytes | memoryview] = []
+    for _ in range(0, len(entries), _RUN):
+        parts += [b",\n", memoryview(orjson.dumps(dict(islice(items, _RUN))))[1:-1]]
+    return parts[1:]
 
 
-def _block(task: str, entries: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(task) + b":{\n" + _runs(entries) + b"\n}"
+def _block(task: str, runs: list[bytes | memoryview]) -> list[bytes | memoryview]:
+    return [orjson.dumps(task) + b":{\n", *runs, b"\n}"]
+
+
+def _whole(blocks: Iterable[tuple[str, list[bytes | memoryview]]]) -> list[bytes | memoryview]:
+    """A whole cache of these blocks (task, encoded entries), in pieces to write."""
+    parts: list[bytes | memoryview] = []
+    for task, runs in blocks:
+        parts += [b",\n", *_block(task, runs)]
+    return [_OPEN, *parts[1:], b"\n", _CLOSE]
+
+
+def _encode(blocks: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, list[bytes | memoryview]], dict[str, bytes]]:
+    """Each block's entries as lines to write, and its key lines for the key list."""
+    runs = {task: _runs(entries) for task, entries in blocks.items()}
+    return runs, {task: _key_lines(orjson.dumps(task), entries) for task, entries in blocks.items()}
 
 
 def _run_entries(line: bytes) -> dict[str, Any]:
@@ -84,19 +107,28 @@ def _key_lines(task: bytes, keys: Iterable[str]) -> bytes:
 
 
 @contextmanager
-def _flushing(out: BinaryIO) -> Iterator[None]:
-    """Write what ``out`` holds so far to disk in a thread (fsync releases the GIL) while the block runs.
+def _meanwhile(work: Callable[[], None]) -> Iterator[None]:
+    """Run ``work`` in a thread while the block runs; its error, if any, is raised once both are done.
 
-    The rewrite of a large cache is mostly the copy of its old content; flushing it during the key check leaves
-    the final fsync only the new entries to wait for.
+    For the copy of a large cache and its fsync, which run in the kernel without the interpreter's lock: the
+    entries are encoded and their keys checked at the same time, instead of after.
     """
-    out.flush()
-    flusher = threading.Thread(target=os.fsync, args=(out.fileno(),))
-    flusher.start()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
     try:
         yield
     finally:
-        flusher.join()
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 # copy_file_range refusing the pair of files (another file system, an old kernel, a FUSE mount): copy in Python.
@@ -137,6 +169,7 @@ class JudgmentCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.keys_path = path.with_name(f".{path.name}.keys")
+        self._seen: tuple[tuple[int, int, int], dict[str, tuple[int, int]] | None] | None = None
 
     def read(self) -> dict[str, dict[str, Any]]:
         if not self.path.exists():
@@ -238,9 +271,21 @@ class JudgmentCache:
         """Every block's (first entry byte, end of last entry line), in file order; None if not our layout.
 
         One pass: a line of entries starts with a key's quote, so a newline followed by ``}`` only ever closes a
-        block, and what follows it says whether another block does (``,``) or the file ends.
+        block, and what follows it says whether another block does (``,``) or the file ends. Kept while the file
+        is the same one (inode, size, mtime): a merge right after a read does not look again.
         """
-        size = self.path.stat().st_size if self.path.exists() else 0
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return {}
+        seen = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._seen is not None and self._seen[0] == seen:
+            return self._seen[1]
+        layout = self._scan_layout(st.st_size)
+        self._seen = (seen, layout)
+        return layout
+
+    def _scan_layout(self, size: int) -> dict[str, tuple[int, int]] | None:
         if size == 0:
             return {}
         layout: dict[str, tuple[int, int]] = {}
@@ -292,93 +337,106 @@ class JudgmentCache:
         first = not self.path.exists() or self.path.stat().st_size == 0
         listed = not first and self._keys_current()
         with atomic_file(self.path) as out:
-            if self._splice(blocks, out, listed) is False:
+            keys = self._splice(blocks, out, listed)
+            if keys is None:
                 out.seek(0)
                 out.truncate()
                 data = self.read()
                 for task, entries in blocks.items():
                     data.setdefault(task, {}).update(entries)
-                out.write(_OPEN + b",\n".join(_block(t, e) for t, e in data.items() if e) + b"\n" + _CLOSE)
-        if listed:
-            self._list_keys(blocks)
-        elif first:
-            self._write_keys(_key_lines(orjson.dumps(t), e) for t, e in blocks.items())
+                out.writelines(_whole((t, _runs(e)) for t, e in data.items() if e))
+        if keys is not None and listed:
+            self._list_keys(keys)
+        elif keys is not None and first:
+            self._write_keys(keys)
         else:
             self._write_keys(self._scan_keys())
 
-    def _splice(self, blocks: Mapping[str, Mapping[str, Any]], out: BinaryIO, listed: bool) -> bool:
-        """Write old cache + entries to ``out`` by streaming; False when the old file is not in our layout.
+    def _splice(self, blocks: Mapping[str, Mapping[str, Any]], out: BinaryIO, listed: bool) -> list[bytes] | None:
+        """Write old cache + entries to ``out`` by streaming; the entries' key lines, or None when the old file is
+        not in our layout.
 
         The old file is copied once, front to back: up to each merged block's end, where its new entries go (a
-        line holding a replaced entry is written again without it), and new blocks before the closing brace.
+        line holding a replaced entry is written again without it), and new blocks before the closing brace. The
+        copy up to the first of them, most of the file, runs in the kernel and goes to disk while the entries are
+        encoded and their keys checked.
         """
         layout = self._layout()
         if layout is None:
-            return False
+            return None
         if not layout:
-            out.write(_OPEN + b",\n".join(_block(t, e) for t, e in blocks.items()) + b"\n" + _CLOSE)
-            return True
+            runs, keys = _encode(blocks)
+            out.writelines(_whole(runs.items()))
+            return list(keys.values())
         size = self.path.stat().st_size
         present = sorted((layout[task], task) for task in blocks if task in layout)  # in file order
-        added = [_block(task, entries) for task, entries in blocks.items() if task not in layout]
-        replacing: set[str] = set()
         with open(self.path, "rb") as old:
-            pos = 0
-            if present:
-                (body, end), task = present[0]
-                _copy(old, out, 0, end - 1)  # the usual case, only new keys, keeps all of this
-                with _flushing(out):  # so it goes to disk while the keys are checked
-                    replacing = self._replacing({t: blocks[t] for _, t in present}, old, layout, listed)
-                pos = end - 1
-                if task in replacing:  # nothing written yet but the old bytes: the offsets are the old file's
-                    out.truncate(body)
-                    out.seek(body)
-                    pos = body
+            pos = present[0][0][1] - 1 if present else size - len(_CLOSE) - 1
+
+            def copy_prefix(upto: int = pos) -> None:
+                _copy(old, out, 0, upto)  # the usual case, only new keys, keeps all of this
+                os.fsync(out.fileno())
+
+            with _meanwhile(copy_prefix):
+                runs, keys = _encode(blocks)
+                replacing = self._replacing(blocks, {t: keys[t] for _, t in present}, old, layout, listed)
+            if present and present[0][1] in replacing:  # only old bytes written yet: offsets are the old file's
+                body = present[0][0][0]
+                out.truncate(body)
+                out.seek(body)
+                pos = body
             for (body, end), task in present:
-                entries = blocks[task]
                 if task not in replacing:
                     _copy(old, out, pos, end - 1)
-                    out.write(b",\n" + _runs(entries) + b"\n")
+                    out.writelines([b",\n", *runs[task], b"\n"])
                 else:
                     _copy(old, out, pos, body)
+                    entries = blocks[task]
                     for line in bounded_lines(old, body, end):
                         run = _run_entries(line)
                         if entries.keys().isdisjoint(run):
                             out.write(line if line.endswith(b",\n") else line[:-1] + b",\n")
                         elif kept := {k: v for k, v in run.items() if k not in entries}:
                             out.write(orjson.dumps(kept)[1:-1] + b",\n")
-                    out.write(_runs(entries) + b"\n")
+                    out.writelines([*runs[task], b"\n"])
                 pos = end
+            added = [(task, runs[task]) for task in blocks if task not in layout]
             if added:  # new blocks go before the closing brace
                 _copy(old, out, pos, size - len(_CLOSE) - 1)
-                out.write(b",\n" + b",\n".join(added) + b"\n" + _CLOSE)
+                out.writelines([b",\n", *_whole(added)[1:]])
             else:
                 _copy(old, out, pos, size)
-        return True
+        return list(keys.values())
 
     def _replacing(
         self,
         blocks: Mapping[str, Mapping[str, Any]],
+        keys: Mapping[str, bytes],
         old: BinaryIO,
         layout: Mapping[str, tuple[int, int]],
         listed: bool,
     ) -> set[str]:
-        """The blocks among ``blocks`` that already hold one of their new keys: one pass over the key list."""
-        if not listed:
-            return {t for t, e in blocks.items() if not e.keys().isdisjoint(_block_keys(old, *layout[t]))}
-        lines: dict[bytes, str] = {}
-        for task, entries in blocks.items():
-            lines.update(dict.fromkeys(_key_lines(orjson.dumps(task), entries).splitlines(keepends=True), task))
-        with open(self.keys_path, "rb") as f:
-            return {lines[line] for line in lines.keys() & f}
+        """Those of the blocks already in the file (their key lines in ``keys``) that hold one of their new keys.
 
-    def _list_keys(self, blocks: Mapping[str, Mapping[str, Any]]) -> None:
+        One pass over the key list when it is current; over the blocks' keys in the cache itself when not.
+        """
+        if not keys:
+            return set()
+        if not listed:
+            return {t for t in keys if not blocks[t].keys().isdisjoint(_block_keys(old, *layout[t]))}
+        wanted: dict[bytes, str] = {}
+        for task, lines in keys.items():
+            wanted.update(dict.fromkeys(lines.splitlines(keepends=True), task))
+        with open(self.keys_path, "rb") as f:
+            return {wanted[line] for line in wanted.keys() & f}
+
+    def _list_keys(self, keys: Iterable[bytes]) -> None:
         """Add the merged keys and the new cache's stamp to the key list (a crash midway leaves it stale, not wrong).
 
         No fsync: the list is trusted only when it ends with the cache's stamp, which one write puts after its keys.
         """
         with open(self.keys_path, "ab") as f:
-            f.write(b"".join(_key_lines(orjson.dumps(t), e) for t, e in blocks.items()) + self._stamp())
+            f.write(b"".join(keys) + self._stamp())
 
     def _write_keys(self, lines: Iterable[bytes]) -> None:
         with atomic_file(self.keys_path, durable=False) as out:

@@ -13,7 +13,7 @@ so that the same streamed, atomic merge as the single-task cache keeps it (each 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -90,8 +90,9 @@ class Vote:
     """The running weighted tally of one topic's reviews: which runs arrived, and the weight behind each value.
 
     Kept as flat lists of numbers, not judgments, so a pass over a million raw runs holds only a few numbers per
-    review; and saved with the job after each apply, so the vote at finalize reads no raw run again. Adding a run
-    twice (an apply done again after a crash, a replay) counts it once.
+    review; and saved with the job after each apply, so that an apply knows which reviews its runs complete (their
+    vote is written with those runs, in the same rewrite of the cache) and no vote reads a raw run again. Adding a
+    run twice (an apply done again after a crash, a replay) counts it once.
     """
 
     def __init__(self, task: Task, quotas: Sequence[Quota]) -> None:
@@ -99,32 +100,38 @@ class Vote:
         self.slots = {pair: i for i, pair in enumerate(runs_of(quotas))}
         self.weights = {q.model: q.weight for q in quotas}
         self.full = (1 << len(self.slots)) - 1
-        self.offsets: list[tuple[str, int, tuple[str, ...]]] = []
+        self.flag, self.fingerprint = task.relevance_field, task.fingerprint
+        # per field: its name, the span of its values in a review's votes, the values, and each value's position
+        self.spans: list[tuple[str, int, int, tuple[str, ...], dict[str, int]]] = []
         width = 2  # the relevance flag: false, true
         for name, values in task.fields.items():
-            self.offsets.append((name, width, tuple(values)))
+            position = {value: width + i for i, value in enumerate(values)}
+            self.spans.append((name, width, width + len(values), tuple(values), position))
             width += len(values)
         self.width = width
         self.tallies: dict[str, list[Any]] = {}
 
     def add(self, judgment: Mapping[str, Any]) -> None:
         """Count one raw run; one of another fingerprint, model or run number than the quota's is not counted."""
-        if judgment.get(FINGERPRINT) != self.task.fingerprint:
+        get = judgment.get
+        if get(FINGERPRINT) != self.fingerprint:
             return
-        slot = self.slots.get((judgment.get("_model"), judgment.get("_run")))  # type: ignore[arg-type]
+        model = get("_model")
+        slot = self.slots.get((model, get("_run")))  # type: ignore[arg-type]
         if slot is None:
             return
-        tally = self.tallies.get(judgment["review_id"])
+        review_id = judgment["review_id"]
+        tally = self.tallies.get(review_id)
         if tally is None:
-            tally = self.tallies[judgment["review_id"]] = [0, [0.0] * self.width]
-        if tally[0] >> slot & 1:
+            tally = self.tallies[review_id] = [0, [0.0] * self.width]
+        elif tally[0] >> slot & 1:
             return
         tally[0] |= 1 << slot
-        weight, votes = self.weights[judgment["_model"]], tally[1]
-        votes[1 if judgment.get(self.task.relevance_field) is True else 0] += weight
-        for name, offset, values in self.offsets:
-            value = judgment.get(name)
-            votes[offset + (values.index(value) if value in values else 0)] += weight
+        weight, votes = self.weights[model], tally[1]
+        votes[1 if get(self.flag) is True else 0] += weight
+        for name, start, _, _, position in self.spans:
+            value = get(name)  # a value outside the list counts for the field's first one
+            votes[position.get(value, start) if type(value) is str else start] += weight
 
     def load(self, tallies: Mapping[str, list[Any]]) -> None:
         self.tallies.update(tallies)
@@ -133,18 +140,41 @@ class Vote:
         """(review_id, votes) of every review whose every (model, run) arrived."""
         return ((rid, t[1]) for rid, t in self.tallies.items() if t[0] == self.full)
 
+    def unaggregated(self) -> Iterator[str]:
+        """The complete reviews whose vote is not known to be stored (by an apply, or before the job began)."""
+        return (rid for rid, t in self.tallies.items() if t[0] == self.full and len(t) == 2)
+
+    def aggregate(self, review_ids: Iterable[str], facts: Mapping[str, Sequence[Any]], now: str) -> dict[str, Any]:
+        """The aggregated judgment, by its cache key, of each of ``review_ids`` whose every run arrived."""
+        topic, get, full = self.task.task_id, self.tallies.get, self.full
+        out: dict[str, Any] = {}
+        for rid in review_ids:
+            tally = get(rid)
+            if tally is not None and tally[0] == full:
+                out[aggregated_key(topic, rid)] = self.judgment(rid, tally[1], facts[rid], now)
+        return out
+
+    def stored(self, review_ids: Iterable[str]) -> None:
+        """Mark these reviews' votes as stored in the cache: finalize does not write them again."""
+        for rid in review_ids:
+            tally = self.tallies.get(rid)
+            if tally is not None and len(tally) == 2:
+                tally.append(True)
+
     def judgment(self, review_id: str, votes: Sequence[float], facts: Sequence[Any], now: str) -> dict[str, Any]:
         """The aggregated judgment: each field's value of most weight (ties: the earlier value), and its share."""
-        total = votes[0] + votes[1]
-        flag = self.task.relevance_field
-        out: dict[str, Any] = {"review_id": review_id, flag: votes[1] > votes[0]}
-        confidence = {flag: round(max(votes[0], votes[1]) / total, 3)}
-        for name, offset, values in self.offsets:
-            counts = votes[offset : offset + len(values)]
-            best = counts.index(max(counts))  # the first of equal weights: a tie goes to the value listed first
-            out[name] = values[best]
-            confidence[name] = round(counts[best] / total, 3)
+        no, yes = votes[0], votes[1]
+        total = no + yes
+        out: dict[str, Any] = {"review_id": review_id, self.flag: yes > no}
+        confidence = {self.flag: round((yes if yes > no else no) / total, 3)}
+        for name, start, stop, values, _ in self.spans:
+            counts = votes[start:stop]
+            top = max(counts)
+            out[name] = values[counts.index(top)]  # the first of equal weights: a tie goes to the value listed first
+            confidence[name] = round(top / total, 3)
         out.update(zip(ENRICHMENT, facts[1:], strict=True))
-        out.update({"_aggregated": True, "_confidence": confidence, FINGERPRINT: self.task.fingerprint})
+        out["_aggregated"] = True
+        out["_confidence"] = confidence
+        out[FINGERPRINT] = self.fingerprint
         out["_aggregated_at"] = now
         return out
