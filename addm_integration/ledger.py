@@ -8,10 +8,11 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from addm_integration import abandon, cronlist, doctor, prices
-from addm_integration.context import Context
+from addm_integration.app import abandon, cronlist, doctor
+from addm_integration.engine import prices
 from addm_integration.errors import AddmError, translate
-from addm_integration.submit import job_cron_table
+from addm_integration.schedule.entries import job_cron_table
+from addm_integration.store.context import Context
 from ledger import cli
 from ledger.log import Ledger
 from ledger.reducer import JobState, State

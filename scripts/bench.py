@@ -232,11 +232,11 @@ def bench_audit_history(jobs: int = 20, per_job: int = 50_000) -> None:
 _APPLY = """
 import sys, time
 from pathlib import Path
-from addm_integration.context import Context
-from addm_integration.extract import Extract
-from addm_integration import fetch
+from addm_integration.store.context import Context
+from addm_integration.addm.extract import Extract
+from addm_integration.engine import advance
 start = time.perf_counter()
-said = fetch.fetch(Context.open(Path(sys.argv[1])), Extract, sys.argv[2])
+said = advance.advance(Context.open(Path(sys.argv[1])), Extract, sys.argv[2])
 assert said and "applied" in said, said
 print(time.perf_counter() - start, _peak_mb())
 """
@@ -299,9 +299,9 @@ def _apply_workspace(root: Path, n_lines: int) -> str:
     """A workspace whose ledger holds one completed batch of ``n_lines`` with its files stored: fetch only applies."""
     from fake_openai import chat_completion
 
-    from addm_integration.context import Context
-    from addm_integration.extract import Extract
-    from addm_integration.submit import batch_lines, ids_digest
+    from addm_integration.addm.extract import Extract
+    from addm_integration.engine.plan import batch_lines, ids_digest
+    from addm_integration.store.context import Context
     from ledger.events import BatchCreated, BatchPolled, FilesStored, JobCreated, PartPlanned
 
     generate(root, n_restaurants=n_lines // 20 + 50, seed=9)
@@ -333,7 +333,7 @@ def _apply_workspace(root: Path, n_lines: int) -> str:
 
 
 def _prefill(cache: Path, n: int) -> None:
-    from addm_integration.cache import JudgmentCache
+    from addm_integration.store.cache import JudgmentCache
 
     judgment = {"review_id": "x" * 22, "is_relevant": False, "date": "2019-03-02 18:40:11", "stars": 5.0, "useful": 0}
     JudgmentCache(cache).merge("G1a", {f"old{i:019d}": {**judgment, "n": i} for i in range(n)})
@@ -343,7 +343,7 @@ def bench_scale(n_lines: int, cache_size: int, repeat: int) -> None:
     """Each apply timing is the best of ``repeat`` runs, interleaved, so that a noisy moment hits both sides alike."""
     import shutil
 
-    from addm_integration.inputs import read_task
+    from addm_integration.addm.inputs import read_task
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -401,11 +401,11 @@ def bench_scale(n_lines: int, cache_size: int, repeat: int) -> None:
 _TOPIC_FETCH = """
 import sys, time
 from pathlib import Path
-from addm_integration.context import Context
-from addm_integration.extract import Extract
-from addm_integration import fetch
+from addm_integration.store.context import Context
+from addm_integration.addm.extract import Extract
+from addm_integration.engine import advance
 start = time.perf_counter()
-said = fetch.fetch(Context.open(Path(sys.argv[1])), Extract, sys.argv[2])
+said = advance.advance(Context.open(Path(sys.argv[1])), Extract, sys.argv[2])
 assert said and "aggregated" in said, said
 print(time.perf_counter() - start, _peak_mb())
 """
@@ -430,12 +430,12 @@ def _topic_workspace(root: Path, n_reviews: int, runs: int) -> tuple[str, int]:
 
     from fake_openai import chat_completion
 
-    from addm_integration import topics
-    from addm_integration.cache import JudgmentCache
-    from addm_integration.context import Context
-    from addm_integration.extract import TopicExtract
-    from addm_integration.inputs import read_task
-    from addm_integration.submit import ids_digest
+    from addm_integration.addm import topics
+    from addm_integration.addm.extract import TopicExtract
+    from addm_integration.addm.inputs import read_task
+    from addm_integration.engine.plan import ids_digest
+    from addm_integration.store.cache import JudgmentCache
+    from addm_integration.store.context import Context
 
     generate(root, n_restaurants=n_reviews // 20 + 50, seed=9)
     task = orjson.loads((root / "data/tasks/yelp/G1a.json").read_bytes())
@@ -561,9 +561,9 @@ asyncio.run(main())
 
 def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int = 32, cache: int = 0) -> None:
     """Ondemand against the bare loop; with ``cache`` judgments already in the cache, each apply rewrites it all."""
-    from addm_integration.context import Context
-    from addm_integration.extract import Extract
-    from addm_integration.submit import batch_lines
+    from addm_integration.addm.extract import Extract
+    from addm_integration.engine.plan import batch_lines
+    from addm_integration.store.context import Context
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ws"

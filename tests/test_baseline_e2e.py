@@ -6,7 +6,7 @@ import orjson
 import pytest
 from conftest import KEY, Workspace, submit_args
 
-from addm_integration.custom_id import SampleId
+from addm_integration.addm.custom_id import SampleId
 
 POLICY = "G1_allergy_V2"
 MAY_DIFFER = {"job_id", "timestamp", "mode"}

@@ -13,8 +13,8 @@ import orjson
 import pytest
 from conftest import KEY, Workspace, submit_args
 
-from addm_integration.custom_id import ReviewId
-from addm_integration.fetch import input_lines
+from addm_integration.addm.custom_id import ReviewId
+from addm_integration.engine.advance import input_lines
 from ledger.events import FilesStored
 from ledger.log import Ledger
 
@@ -231,12 +231,12 @@ def test_stray_entry_without_its_ledger_record_is_removed_once_the_job_is_done(w
 def test_concurrent_crontab_edits_lose_no_entry(tmp_path: Path) -> None:
     tab = tmp_path / "tab"
     code = (
-        "import sys; from pathlib import Path; from addm_integration.cron import CronTable; "
+        "import sys; from pathlib import Path; from addm_integration.schedule.cron import CronTable; "
         "CronTable(Path(sys.argv[1])).install(sys.argv[2], 'true', Path('/'))"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tab), f"b{i}"]) for i in range(12)]
     assert all(p.wait(timeout=60) == 0 for p in procs)
-    from addm_integration.cron import CronTable
+    from addm_integration.schedule.cron import CronTable
 
     assert sorted(e.batch_id for e in CronTable(tab).entries()) == sorted(f"b{i}" for i in range(12))
 
@@ -294,7 +294,7 @@ def test_on_windows_submit_warns_installs_nothing_and_prints_the_command(
     from addm_integration import extract
 
     # Windows cannot run here: stand in for its platform check, everything else is real.
-    monkeypatch.setattr("addm_integration.submit.cron_supported", lambda: False)
+    monkeypatch.setattr("addm_integration.schedule.entries.cron_supported", lambda: False)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", ws.server.base_url)
     assert extract.main(["--root", str(ws.root), *TASK, *submit_args(ws)]) == 0

@@ -13,7 +13,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addm_integration.cache import JudgmentCache
+from addm_integration.store.cache import JudgmentCache
 
 KEYS = st.text(min_size=0, max_size=6)
 MERGES = st.lists(
@@ -64,7 +64,7 @@ def test_a_merge_of_several_blocks_equals_a_dict_update_of_each(merges: list[dic
 _KILLED_AFTER_THE_RENAME = """
 import os, signal, sys
 from pathlib import Path
-from addm_integration.cache import JudgmentCache
+from addm_integration.store.cache import JudgmentCache
 rename = os.replace
 def replace_then_die(src, dst):
     rename(src, dst)
@@ -100,7 +100,7 @@ def test_a_cache_in_another_layout_is_read_once_and_rewritten(tmp_path: Path) ->
 _MERGER = """
 import sys
 from pathlib import Path
-from addm_integration.cache import JudgmentCache
+from addm_integration.store.cache import JudgmentCache
 cache = JudgmentCache(Path(sys.argv[1]))
 print("go", flush=True)
 for round_ in range(1000):
@@ -123,7 +123,7 @@ def test_a_kill_during_merges_leaves_a_complete_cache(tmp_path: Path) -> None:
 _WRITER = """
 import sys
 from pathlib import Path
-from addm_integration.cache import JudgmentCache
+from addm_integration.store.cache import JudgmentCache
 cache = JudgmentCache(Path(sys.argv[1]))
 for i in range(40):
     cache.merge(sys.argv[2], {f"{sys.argv[2]}-{i}": i})

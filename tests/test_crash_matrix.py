@@ -19,9 +19,9 @@ import pytest
 from conftest import Workspace, submit_args
 from fake_openai import chat_completion
 
-from addm_integration.custom_id import ReviewId
-from addm_integration.extract import facts, parse_judgment, request_body
-from addm_integration.inputs import read_task
+from addm_integration.addm.custom_id import ReviewId
+from addm_integration.addm.extract import facts, parse_judgment, request_body
+from addm_integration.addm.inputs import read_task
 
 TASK = ("--task", "G1a")
 

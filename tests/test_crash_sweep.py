@@ -24,7 +24,7 @@ from fake_openai import FakeOpenAI
 from gen_data import generate
 
 from addm_integration import extract
-from addm_integration.cron import CronTable
+from addm_integration.schedule.cron import CronTable
 from ledger.events import JobFinalized
 from ledger.log import Ledger
 from ledger.reducer import fold

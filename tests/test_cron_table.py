@@ -27,7 +27,7 @@ from conftest import KEY
 from fake_openai import FakeOpenAI
 from gen_data import generate
 
-from addm_integration.cron import CronTable, render
+from addm_integration.schedule.cron import CronTable, render
 
 CORPUS = (
     b"# my own jobs: keep these comments where they are\n"
@@ -86,7 +86,7 @@ def test_tab_file_edits_change_only_our_own_lines(tmp_path: Path, ending: str) -
 
 
 def test_the_crontab_lock_depends_on_neither_tmpdir_nor_the_current_directory(tmp_path: Path) -> None:
-    code = "from addm_integration.cron import CronTable; print(CronTable()._lock().lock_file)"
+    code = "from addm_integration.schedule.cron import CronTable; print(CronTable()._lock().lock_file)"
     paths = set()
     for n, tmpdir in enumerate(("/tmp", str(tmp_path))):
         cwd = tmp_path / f"cwd{n}"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from addm_integration.custom_id import CustomIdError, ReviewId, RunId, SampleId, decode, encode, parse
+from addm_integration.addm.custom_id import CustomIdError, ReviewId, RunId, SampleId, decode, encode, parse
 
 PLAIN = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from conftest import KEY, Workspace, submit_args
 
-from addm_integration.custom_id import ReviewId
+from addm_integration.addm.custom_id import ReviewId
 
 
 def _expected_reviews(ws: Workspace) -> dict[str, str]:

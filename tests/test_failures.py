@@ -15,7 +15,7 @@ from conftest import KEY, Workspace, submit_args
 from filelock import Timeout
 
 from addm_integration import extract
-from addm_integration.cache import JudgmentCache
+from addm_integration.store.cache import JudgmentCache
 from ledger.events import BatchSettled
 from ledger.log import Ledger
 
@@ -58,7 +58,7 @@ def test_a_lock_held_past_its_wait_is_transient_except_for_a_fetch_only_run(
     assert result.returncode == 0, result.stderr
     (batch,) = ws.batches()
     ws.server.set_batch_outcome(batch, "completed")
-    monkeypatch.setattr("addm_integration.cache.FileLock", _HeldLock)
+    monkeypatch.setattr("addm_integration.store.cache.FileLock", _HeldLock)
     capsys.readouterr()
     assert _main(ws, "--batch-id", batch) == 0
     assert capsys.readouterr() == ("", "")  # cron mail stays empty; the next run applies
@@ -95,7 +95,7 @@ def test_a_batch_input_kept_on_another_file_system_is_copied(
             return link(src, dst)
         raise OSError(errno.EXDEV, "Invalid cross-device link", src, None, dst)
 
-    monkeypatch.setattr("addm_integration.submit.os.link", cross_device)
+    monkeypatch.setattr("addm_integration.engine.send.os.link", cross_device)
     assert _main(ws, *submit_args(ws)) == 0, capsys.readouterr().err
     (batch,) = ws.batches()
     kept = ws.root / "data" / "batches" / batch / "input.jsonl"
@@ -204,7 +204,7 @@ def umask_027() -> Iterator[None]:
 
 
 def test_rewrites_keep_the_files_mode_and_new_files_follow_the_umask(tmp_path: Path, umask_027: None) -> None:
-    from addm_integration.workspace import atomic_write_json
+    from addm_integration.store.workspace import atomic_write_json
 
     shared = JudgmentCache(tmp_path / "shared" / "cache.json")
     shared.merge("G1a", {"r1": {"n": 1}})
@@ -224,7 +224,7 @@ def test_rewrites_keep_the_files_mode_and_new_files_follow_the_umask(tmp_path: P
     "key", ["proj_4fQ9xZ2LmN7pR1sT8vW3yB6cD0eF5gH", "0123456789abcdef0123456789abcdef", "AIzaSyD-9tSrke72PouQMnMX7"]
 )
 def test_no_part_of_a_key_of_any_shape_reaches_a_message(key: str) -> None:
-    from addm_integration.openai_api import describe
+    from addm_integration.provider.openai_api import describe
 
     straddling = RuntimeError("x" * 280 + f" key={key} rejected")  # the 300-character cut falls inside the key
     masked = RuntimeError(f"Incorrect API key provided: {key[:4]}{'*' * 20}{key[-4:]}.")
@@ -240,9 +240,9 @@ def test_ondemand_requests_keep_flowing_while_an_apply_runs(ws: Workspace, monke
     import asyncio
     import threading
 
-    from addm_integration import ondemand
-    from addm_integration.credentials import Credentials
-    from addm_integration.pipeline import WorkItem
+    from addm_integration.engine import ondemand
+    from addm_integration.engine.pipeline import WorkItem
+    from addm_integration.store.credentials import Credentials
 
     monkeypatch.setattr(ondemand, "CHUNK", 5)
     body = {"model": "gpt-5-nano", "messages": [{"role": "user", "content": "hi"}]}

@@ -13,8 +13,8 @@ import pytest
 from addm_checkout import EXTENDING, FAMILIES, SCORING, SYSTEM_PROMPT, build
 from conftest import KEY
 
-from addm_integration.context import Context
-from addm_integration.run_baseline import Baseline
+from addm_integration.addm.run_baseline import Baseline
+from addm_integration.store.context import Context
 
 
 def _import(checkout: Path, root: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -263,8 +263,8 @@ def test_folding_a_jobs_indexed_records_equals_folding_the_whole_log(steps: list
 
 
 def test_a_run_that_meets_a_damaged_record_of_its_job_stops_with_one_line(tmp_path: Path) -> None:
-    from addm_integration.context import Context
     from addm_integration.errors import Corrupt
+    from addm_integration.store.context import Context
 
     root = tmp_path / "ws"
     ctx = Context.open(root)

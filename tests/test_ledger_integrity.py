@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from addm_integration.context import Context
-from addm_integration.extract import Extract
-from addm_integration.fetch import fetch
+from addm_integration.addm.extract import Extract
+from addm_integration.engine.advance import advance
+from addm_integration.store.context import Context
 from ledger.events import (
     BatchCreated,
     BatchSettled,
@@ -76,7 +76,7 @@ def test_readers_during_multi_megabyte_appends_see_whole_steps_and_no_false_dama
             _, torn = ledger.verify()
             if torn:
                 warnings.append(torn)
-            assert fetch(ctx, Extract, "done") is None  # the no-op cron fetch
+            assert advance(ctx, Extract, "done") is None  # the no-op cron fetch
             reads += 1
     finally:
         writer.kill() if writer.poll() is None else None

@@ -12,7 +12,7 @@ import pytest
 from conftest import KEY
 from fake_openai import FakeOpenAI
 
-from addm_integration.answers import response_format, strict_object
+from addm_integration.addm.answers import response_format, strict_object
 
 STRING = {"type": "string"}
 

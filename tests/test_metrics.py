@@ -1,4 +1,4 @@
-"""Tests for addm_integration.metrics.
+"""Tests for addm_integration.addm.metrics.
 
 Expected AP values are computed by hand (arithmetic in the comments); they were also cross-checked once
 against scikit-learn 1.9.1 ``average_precision_score`` outside the project, which is not a test dependency.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from addm_integration.metrics import (
+from addm_integration.addm.metrics import (
     VERDICTS,
     average_precision,
     normalize_verdict,

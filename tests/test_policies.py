@@ -7,10 +7,10 @@ import orjson
 import pytest
 from conftest import KEY, Workspace, submit_args
 
-from addm_integration import answers, metrics
-from addm_integration.cache import JudgmentCache
-from addm_integration.context import Context
-from addm_integration.extract import Extract
+from addm_integration.addm import answers, metrics
+from addm_integration.addm.extract import Extract
+from addm_integration.store.cache import JudgmentCache
+from addm_integration.store.context import Context
 
 POLICY = "G1_allergy_V2"
 GT = f"data/answers/yelp/{POLICY}_K25_groundtruth.json"

@@ -9,8 +9,8 @@ import orjson
 import pytest
 from conftest import KEY, Workspace, submit_args
 
-from addm_integration import openai_api
-from addm_integration.credentials import Credentials
+from addm_integration.provider import openai_api
+from addm_integration.store.credentials import Credentials
 
 TASK = ("--task", "G1a")
 N_REVIEWS = 150

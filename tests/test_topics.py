@@ -8,8 +8,8 @@ import subprocess
 import orjson
 from conftest import Workspace, submit_args
 
-from addm_integration.custom_id import RunId, parse
-from addm_integration.fetch import input_lines
+from addm_integration.addm.custom_id import RunId, parse
+from addm_integration.engine.advance import input_lines
 
 TOPIC = "G1_spill"
 MODELS = ("--models", "gpt-5-mini:2,gpt-5-nano:2")

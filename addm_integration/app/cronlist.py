@@ -16,11 +16,11 @@ from typing import Any
 
 import orjson
 
-from addm_integration.context import Context
-from addm_integration.cron import CronTable, Entry, cron_supported
-from addm_integration.doctor import ledger_command
+from addm_integration.app.doctor import ledger_command
 from addm_integration.errors import BadInput
-from addm_integration.submit import cron_tables
+from addm_integration.schedule.cron import CronTable, Entry, cron_supported
+from addm_integration.schedule.entries import cron_tables
+from addm_integration.store.context import Context
 from ledger.events import CronRemoved
 from ledger.help import fill
 from ledger.reducer import State

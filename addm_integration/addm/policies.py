@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from addm_integration.addm.inputs import read_json
+from addm_integration.addm.metrics import VERDICTS, canonical
 from addm_integration.errors import BadInput
-from addm_integration.inputs import read_json
-from addm_integration.metrics import VERDICTS, canonical
 
 
 @dataclass(frozen=True)

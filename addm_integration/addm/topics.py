@@ -19,9 +19,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from addm_integration.cache import FINGERPRINT
+from addm_integration.addm.inputs import ENRICHMENT, Task
 from addm_integration.errors import BadInput
-from addm_integration.inputs import ENRICHMENT, Task
+from addm_integration.store.cache import FINGERPRINT
 
 DEFAULT_MODELS = "gpt-5-mini:1:2,gpt-5-nano:3:1"
 DEFAULT_WEIGHTS = {"gpt-5-mini": 2, "gpt-5-nano": 1}  # upstream's: one mini answer outweighs one nano answer

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import orjson
 
-from addm_integration import submit
+from addm_integration.engine import plan
+from addm_integration.engine.pipeline import Pipeline
 from addm_integration.errors import BadInput
-from addm_integration.pipeline import Pipeline
 
 PRICES: dict[str, tuple[float, float]] = {
     "gpt-5-nano": (0.05, 0.40),
@@ -53,10 +53,10 @@ def cost(model: str, usage: Mapping[str, int], mode: str) -> float | None:
     return usd * (BATCH_DISCOUNT if mode == "24hrbatch" else 1.0)
 
 
-def dry_run(pipeline: Pipeline, limits: submit.Limits) -> str:
+def dry_run(pipeline: Pipeline, limits: plan.Limits) -> str:
     """What a run would send and cost, computed from the very request lines it would send; nothing is written."""
     count = size = batches = in_batch = batch_bytes = 0
-    for _, line, _ in submit.batch_lines(pipeline.work(None)):
+    for _, line, _ in plan.batch_lines(pipeline.work(None)):
         count += 1
         size += len(line)
         if not batches or in_batch >= limits.max_requests or batch_bytes + len(line) > limits.max_bytes:

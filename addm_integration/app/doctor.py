@@ -21,12 +21,14 @@ from typing import Any
 
 import orjson
 
-from addm_integration import credentials, openai_api
-from addm_integration.context import Context
-from addm_integration.cron import cron_supported
+from addm_integration.engine.plan import unsent_inputs
 from addm_integration.errors import AddmError, BadInput
-from addm_integration.ownership import workspace_id
-from addm_integration.submit import CronSpec, cron_tables, install_cron, unsent_inputs
+from addm_integration.provider import openai_api
+from addm_integration.schedule.cron import cron_supported
+from addm_integration.schedule.entries import CronSpec, cron_tables, install_cron
+from addm_integration.store import credentials
+from addm_integration.store.context import Context
+from addm_integration.store.ownership import workspace_id
 from ledger.events import CronRemoved
 from ledger.help import fill
 from ledger.reducer import State

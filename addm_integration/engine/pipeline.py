@@ -7,16 +7,17 @@ construction: the same ``apply`` takes live answers and batch lines alike, and `
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from addm_integration.outcomes import Outcome
-from ledger.events import Event, ItemsApplied, ItemsFailed, JobFinalized
+from addm_integration.provider.outcomes import Outcome
+from ledger.events import Event, ItemsApplied, ItemsFailed, JobCreated, JobFinalized
 from ledger.reducer import JobState
 
 if TYPE_CHECKING:
-    from addm_integration.context import Context
+    from addm_integration.store.context import Context
 
 
 @dataclass(frozen=True)
@@ -119,3 +120,9 @@ def apply_outcomes(
 
 def finalize(pipeline: Pipeline, job: JobState) -> JobFinalized:
     return JobFinalized(job.job_id, pipeline.finalize(job))
+
+
+def create_job(ctx: Context, pipeline: Pipeline, mode: str, params: Mapping[str, Any]) -> tuple[str, JobCreated]:
+    """A new job id and its creation event; the caller records it once it knows how many items the job has."""
+    job_id = f"job_{ctx.clock().strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
+    return job_id, JobCreated(job_id, pipeline.name, mode, pipeline.key(), {"pipeline": pipeline.params(), **params})

@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from addm_integration import credentials, openai_api
-from addm_integration.context import Context
 from addm_integration.errors import BadInput, Transient
-from addm_integration.submit import job_cron_table
+from addm_integration.provider import openai_api
+from addm_integration.schedule.entries import job_cron_table
+from addm_integration.store import credentials
+from addm_integration.store.context import Context
 from ledger.events import BatchPolled, CronRemoved, JobAbandoned
 from ledger.reducer import TERMINAL, JobState
 

@@ -17,21 +17,28 @@ from typing import Any
 
 import orjson
 
-from addm_integration import credentials, failpoints, openai_api, pacing, submit
-from addm_integration.context import Context
+from addm_integration import failpoints
+from addm_integration.engine import pacing
+from addm_integration.engine.decisions import (
+    RESULT_KINDS,
+    files_complete,
+    job_complete,
+    keeps_entry,
+    needs_requeue,
+    to_resend,
+)
+from addm_integration.engine.pipeline import Pipeline, apply_outcomes, finalize
+from addm_integration.engine.plan import Limits, ids_digest, plan_parts
+from addm_integration.engine.progress import progress
+from addm_integration.engine.send import send_pending_parts
 from addm_integration.errors import BadInput, Corrupt
-from addm_integration.outcomes import Outcome, from_batch_line
-from addm_integration.pipeline import Pipeline, apply_outcomes, finalize
-from addm_integration.progress import progress
+from addm_integration.provider import openai_api
+from addm_integration.provider.outcomes import Outcome, from_batch_line
+from addm_integration.schedule.entries import job_cron_table, resume_cron
+from addm_integration.store import credentials
+from addm_integration.store.context import Context
 from ledger.events import BatchPolled, BatchSettled, CronRemoved, FilesStored
 from ledger.reducer import TERMINAL, BatchState, JobState, State
-
-RESULT_KINDS = ("output", "error")
-
-
-def files_complete(batch: BatchState) -> bool:
-    return batch.files is not None and all(kind in batch.files for kind in RESULT_KINDS)
-
 
 _LEADING_ID = re.compile(rb'\{"custom_id":("(?:[^"\\]|\\.)*")')
 
@@ -49,26 +56,7 @@ def input_lines(path: Path) -> Iterator[tuple[str, bytes]]:
                 yield cid, raw if raw.endswith(b"\n") else raw + b"\n"
 
 
-def needs_requeue(job: JobState, batch: BatchState) -> list[str]:
-    """The batch's retryable failures still failing, when another attempt is allowed and not yet planned."""
-    if batch.requeued or batch.attempt >= int(job.params.get("max_attempts", 3)):
-        return []
-    return [c for c in batch.retryable if c in job.failures and job.failures[c][1]]
-
-
-def job_complete(state: State, job: JobState) -> bool:
-    """Nothing more can arrive: every part sent, every batch settled, every allowed retry done."""
-    if any(p.batch_id is None for p in job.parts.values()):
-        return False
-    return all(b.settled and not needs_requeue(job, b) and not to_resend(b) for b in state.batches_of(job.job_id))
-
-
-def to_resend(batch: BatchState) -> bool:
-    """A batch refused for the enqueued-token cap whose items are not planned again yet (nothing of it ran)."""
-    return pacing.refused_for_tokens(batch) and not batch.requeued
-
-
-def fetch(ctx: Context, pipeline_cls: type[Pipeline], batch_id: str, *, replay: bool = False) -> str | None:
+def advance(ctx: Context, pipeline_cls: type[Pipeline], batch_id: str, *, replay: bool = False) -> str | None:
     """Advance one batch as far as it can go; the message to print, or None for a silent run."""
     state = ctx.batch_state(batch_id)
     batch = state.batches.get(batch_id) if state else None
@@ -88,14 +76,14 @@ def fetch(ctx: Context, pipeline_cls: type[Pipeline], batch_id: str, *, replay: 
         pipeline = pipeline_cls.from_params(ctx, job.params["pipeline"])
         if replay:
             return _replay(ctx, pipeline, batch_id)
-        return _advance(ctx, pipeline, batch_id)
+        return _advance_locked(ctx, pipeline, batch_id)
     finally:
         lock.release()
 
 
 def _forget(ctx: Context, job: JobState, batch: BatchState) -> str | None:
     """A batch of an abandoned job: nothing is fetched or applied; an entry left behind is taken out, once."""
-    table = submit.job_cron_table(job)
+    table = job_cron_table(job)
     removed = table is not None and table.remove(batch.batch_id, ctx.ws.root)
     if removed or batch.cron:
         ctx.record(CronRemoved(batch.batch_id))
@@ -109,14 +97,14 @@ def _state(ctx: Context, batch_id: str) -> State:
     return state
 
 
-def _advance(ctx: Context, pipeline: Pipeline, batch_id: str) -> str | None:
+def _advance_locked(ctx: Context, pipeline: Pipeline, batch_id: str) -> str | None:
     state = _state(ctx, batch_id)
     batch, job = state.batches[batch_id], state.jobs[state.batches[batch_id].job_id]
-    submit.resume_cron(ctx, job.job_id, state=state)  # a sibling's lost entry comes back with any run of its job
+    resume_cron(ctx, job.job_id, state=state)  # a sibling's lost entry comes back with any run of its job
     said: list[str] = []
     if not batch.settled:
         if not files_complete(batch) and not _poll_and_store(ctx, job, batch):
-            sent = submit.send_pending_parts(ctx, job.job_id) if pacing.waiting(job) else []
+            sent = send_pending_parts(ctx, job.job_id) if pacing.waiting(job) else []
             return f"submitted {', '.join(sent)}" if sent else None  # parts that found room in the queue
         state = _state(ctx, batch_id)
         said.append(_settle(ctx, pipeline, state, batch_id))
@@ -138,7 +126,7 @@ def _after_settle(ctx: Context, pipeline: Pipeline, batch_id: str) -> list[str]:
         said.append(_resend(ctx, job, state.batches[batch_id]))
         job = _state(ctx, batch_id).jobs[job.job_id]
     if any(p.batch_id is None for p in job.parts.values()):
-        sent = submit.send_pending_parts(ctx, job.job_id)
+        sent = send_pending_parts(ctx, job.job_id)
         if sent:
             said.append(f"submitted {', '.join(sent)}")
     state = _state(ctx, batch_id)
@@ -152,23 +140,16 @@ def _after_settle(ctx: Context, pipeline: Pipeline, batch_id: str) -> list[str]:
         ctx.record(event)
         job = _state(ctx, batch_id).jobs[job.job_id]
         said.append(pipeline.summary(job))
-    submit.resume_cron(ctx, job.job_id, state=state)  # a requeued batch whose entry a crash or a write left out
-    if _keeps_entry(state, job, batch_id):
+    resume_cron(ctx, job.job_id, state=state)  # a requeued batch whose entry a crash or a write left out
+    if keeps_entry(state, job, batch_id):
         return said  # parts wait for room and no other batch of the job runs: this entry's runs send them
     failpoints.hit("before-cron-remove")
-    table = submit.job_cron_table(job)
+    table = job_cron_table(job)
     removed = table is not None and table.remove(batch_id, ctx.ws.root)
     failpoints.hit("after-cron-remove")
     if removed or state.batches[batch_id].cron:
         ctx.record(CronRemoved(batch_id))
     return said
-
-
-def _keeps_entry(state: State, job: JobState, batch_id: str) -> bool:
-    """Whether a settled batch's entry stays: the job's only way to be run again while its parts wait for room."""
-    if not pacing.waiting(job):
-        return False
-    return not any(not b.settled for b in state.batches_of(job.job_id) if b.batch_id != batch_id)
 
 
 def nothing_got_through(job: JobState) -> str:
@@ -181,7 +162,7 @@ def nothing_got_through(job: JobState) -> str:
 
 def _stray_entry(ctx: Context, job: JobState, batch_id: str) -> bool:
     """An entry the ledger does not know of (a crash between installing it and recording that): a local check."""
-    table = submit.job_cron_table(job)
+    table = job_cron_table(job)
     return table is not None and table.command(batch_id, ctx.ws.root) is not None
 
 
@@ -275,7 +256,7 @@ def _match_submitted(ctx: Context, job: JobState, batch: BatchState, outcomes: d
     do; otherwise the input is read to drop foreign lines and to give each missing item its reason.
     """
     part = job.parts[batch.idem_key]
-    if part.ids_digest is not None and len(outcomes) == part.n_items and submit.ids_digest(outcomes) == part.ids_digest:
+    if part.ids_digest is not None and len(outcomes) == part.n_items and ids_digest(outcomes) == part.ids_digest:
         return 0
     input_path = ctx.ws.batch_dir(batch.batch_id) / "input.jsonl"
     if not input_path.exists():
@@ -347,8 +328,8 @@ def _requeue(ctx: Context, job: JobState, batch: BatchState, ids: Sequence[str])
     model = job.parts[batch.idem_key].model
     path = ctx.ws.batch_dir(batch.batch_id) / "input.jsonl"
     lines = ((c, raw, model) for c, raw in input_lines(path) if c in wanted)
-    limits = submit.Limits(**job.params.get("limits", {}))
-    parts = submit.plan_parts(
+    limits = Limits(**job.params.get("limits", {}))
+    parts = plan_parts(
         ctx,
         job.job_id,
         job.key,
@@ -366,12 +347,12 @@ def _resend(ctx: Context, job: JobState, batch: BatchState) -> str:
     """Plan every item of a batch refused for tokens again, at the same attempt: nothing of it ran."""
     model = job.parts[batch.idem_key].model
     path = ctx.ws.batch_dir(batch.batch_id) / "input.jsonl"
-    parts = submit.plan_parts(
+    parts = plan_parts(
         ctx,
         job.job_id,
         job.key,
         ((c, raw, model) for c, raw in input_lines(path)),
-        submit.Limits(**job.params.get("limits", {})),
+        Limits(**job.params.get("limits", {})),
         first_index=len(job.parts),
         attempt=batch.attempt,
         source_batch=batch.batch_id,

@@ -40,7 +40,7 @@ import orjson
 from filelock import FileLock
 
 from addm_integration.errors import BadInput
-from addm_integration.workspace import atomic_file
+from addm_integration.store.workspace import atomic_file
 from ledger.log import bounded_lines
 
 _OPEN = b"{\n"

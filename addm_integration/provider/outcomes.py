@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from addm_integration.openai_api import UNANSWERED, describe, redact, refused_status, retryable_status
+from addm_integration.provider.openai_api import UNANSWERED, describe, redact, refused_status, retryable_status
 
 RETRYABLE_CODES = frozenset({"batch_expired", "request_timeout"})
 

@@ -11,7 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
-from addm_integration.workspace import Workspace, atomic_write
+from addm_integration.store.workspace import Workspace, atomic_write
 
 
 def _path(ws: Workspace) -> Path:

@@ -15,11 +15,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from addm_integration import credentials, errors, fetch, ondemand, openai_api, pacing, prices, submit
-from addm_integration.context import Context
+from addm_integration import errors
+from addm_integration.engine import advance, decisions, ondemand, pacing, plan, prices, submit
+from addm_integration.engine.pipeline import Pipeline
 from addm_integration.errors import BadInput, Transient
-from addm_integration.pipeline import Pipeline
-from addm_integration.workspace import Workspace
+from addm_integration.provider import openai_api
+from addm_integration.schedule.entries import CronSpec
+from addm_integration.store import credentials
+from addm_integration.store.context import Context
+from addm_integration.store.workspace import Workspace
 from ledger import failures
 from ledger.cli import RootMissing, batch_row, batch_summary, find_root, resolve_id
 from ledger.help import Formatter, add_version
@@ -137,14 +141,14 @@ def parser(prog: str, description: str, examples: Sequence[str]) -> argparse.Arg
     p.add_argument(
         "--max-batch-requests",
         type=positive_int,
-        default=submit.MAX_REQUESTS,
+        default=plan.MAX_REQUESTS,
         metavar="N",
         help="requests per batch at most (50,000, the service's limit)",
     )
     p.add_argument(
         "--max-batch-bytes",
         type=positive_int,
-        default=submit.MAX_BYTES,
+        default=plan.MAX_BYTES,
         metavar="B",
         help="bytes per batch input file at most (200,000,000, the service's limit)",
     )
@@ -227,18 +231,18 @@ def _dispatch(ctx: Context, args: Any, argv: list[str], cls: type[Pipeline], bui
             batch_id = resolve_id(ctx.ledger, args.batch_id, "batch")
         except UnknownId as exc:
             raise BadInput(str(exc)) from None
-        message = fetch.fetch(ctx, cls, batch_id, replay=args.replay)
+        message = advance.advance(ctx, cls, batch_id, replay=args.replay)
         if args.wait and not args.replay:
             return _wait(ctx, cls, ctx.index.job_of(batch_id) or "", args.poll_interval, message)
         return message or ""
     if args.model not in prices.table():
         print(
-            f"warning: no price for model {args.model!r} in the price table (addm_integration/prices.py, or a file "
-            "named by ADDM_PRICES): its cost will show as unknown",
+            f"warning: no price for model {args.model!r} in the price table (addm_integration/engine/prices.py, "
+            "or a file named by ADDM_PRICES): its cost will show as unknown",
             file=sys.stderr,
         )
     pipeline = build(ctx, args)
-    limits = submit.Limits(args.max_batch_requests, args.max_batch_bytes)
+    limits = plan.Limits(args.max_batch_requests, args.max_batch_bytes)
     if args.dry_run:
         return prices.dry_run(pipeline, limits)
     if args.llm_mode == "ondemand":
@@ -248,7 +252,7 @@ def _dispatch(ctx: Context, args: Any, argv: list[str], cls: type[Pipeline], bui
     tabfile = args.crontab_file or os.environ.get("ADDM_CRONTAB")
     tab = str(Path(tabfile).resolve()) if tabfile else None
     again = cron_args(argv, ctx.ws.root)
-    spec = None if args.no_cron else submit.CronSpec(tab, sys.executable, cls.module, tuple(again))
+    spec = None if args.no_cron else CronSpec(tab, sys.executable, cls.module, tuple(again))
     params = {
         "submit": [sys.executable, "-m", cls.module, *again, *(["--crontab-file", tab] if tab else [])],
         "max_attempts": args.max_attempts,
@@ -306,7 +310,7 @@ def _wait(ctx: Context, cls: type[Pipeline], job_id: str, interval: float, first
         state = ctx.job_state(job_id)
         for batch in state.batches_of(job_id):
             if not batch.settled or batch.cron or not state.jobs[job_id].finalized:
-                said = fetch.fetch(ctx, cls, batch.batch_id)
+                said = advance.advance(ctx, cls, batch.batch_id)
                 if said:
                     watch.say(said)
         state = ctx.job_state(job_id)
@@ -316,7 +320,7 @@ def _wait(ctx: Context, cls: type[Pipeline], job_id: str, interval: float, first
             if watch.shown:
                 sys.stdout.write("\n")
             return ""
-        if fetch.job_complete(state, job) or job.abandoned:  # nothing more can come: the message said what to do
+        if decisions.job_complete(state, job) or job.abandoned:  # nothing more can come: the message said what to do
             if watch.shown:
                 sys.stdout.write("\n")
             raise Transient(f"job {job_id} ended without a result; run the same command to continue it")

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from addm_integration import credentials, openai_api
-from addm_integration.context import Context, create_job
-from addm_integration.credentials import Credentials
+from addm_integration.engine.pipeline import Pipeline, WorkItem, apply_outcomes, create_job, finalize
+from addm_integration.engine.progress import progress
 from addm_integration.errors import BadInput, Refused, Transient
-from addm_integration.outcomes import Outcome, from_body, from_exception, reached
-from addm_integration.pipeline import Pipeline, WorkItem, apply_outcomes, finalize
-from addm_integration.progress import progress
+from addm_integration.provider import openai_api
+from addm_integration.provider.outcomes import Outcome, from_body, from_exception, reached
+from addm_integration.store import credentials
+from addm_integration.store.context import Context
+from addm_integration.store.credentials import Credentials
 from ledger.events import RunEnded, RunStarted, ServiceReached
 from ledger.reducer import JobState
 

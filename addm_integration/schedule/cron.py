@@ -29,7 +29,7 @@ from crontab import CronItem, CronTab
 from filelock import FileLock
 
 from addm_integration.errors import BadInput, Transient
-from addm_integration.workspace import Workspace, atomic_write
+from addm_integration.store.workspace import Workspace, atomic_write
 
 SCHEDULE = "*/5 * * * *"
 MARKER_PREFIX = "ADDM_BATCH_"

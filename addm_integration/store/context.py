@@ -8,26 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
 from addm_integration import failpoints
 from addm_integration.errors import Corrupt, Refused
-from addm_integration.workspace import Workspace
-from ledger.events import AccessRefused, Event, JobCreated
+from addm_integration.store.workspace import Workspace
+from ledger.events import AccessRefused, Event
 from ledger.index import Index
 from ledger.log import Ledger, LedgerCorrupt, utcnow
 from ledger.reducer import JobState, State, fold_ledger
 
 if TYPE_CHECKING:
-    from addm_integration.pipeline import Pipeline
+    pass
 
 
 @dataclass
@@ -144,9 +143,3 @@ def _corrupt_is_exit_1() -> Iterator[None]:
         yield
     except LedgerCorrupt as exc:
         raise Corrupt(str(exc)) from None
-
-
-def create_job(ctx: Context, pipeline: Pipeline, mode: str, params: Mapping[str, Any]) -> tuple[str, JobCreated]:
-    """A new job id and its creation event; the caller records it once it knows how many items the job has."""
-    job_id = f"job_{ctx.clock().strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
-    return job_id, JobCreated(job_id, pipeline.name, mode, pipeline.key(), {"pipeline": pipeline.params(), **params})

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from addm_integration.credentials import Credentials
 from addm_integration.errors import BadInput, Refused, Transient
-from addm_integration.workspace import atomic_file
+from addm_integration.store.credentials import Credentials
+from addm_integration.store.workspace import atomic_file
 
 if TYPE_CHECKING:  # the SDK takes most of a second to import: only runs that talk to the API pay for it
     from openai import AsyncOpenAI, OpenAI, Timeout
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the SDK takes most of a second to import: only runs that ta
 ENDPOINT = "/v1/chat/completions"
 IDEM_METADATA_KEY = "addm_idem_key"
 JOB_METADATA_KEY = "addm_job_id"
-WORKSPACE_METADATA_KEY = "addm_workspace"  # the id of the workspace that sent the batch (ownership.py)
+WORKSPACE_METADATA_KEY = "addm_workspace"  # the id of the workspace that sent the batch (store/ownership.py)
 RETRYABLE_STATUS = frozenset({408, 429})
 UNANSWERED = frozenset({"timed out", "connection failed"})  # describe()'s words for a call nobody answered
 _SECRET = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")

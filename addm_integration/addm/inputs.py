@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
+from addm_integration.addm.metrics import canonical
 from addm_integration.errors import BadInput
-from addm_integration.metrics import canonical
 
 RELEVANCE_FIELD = "is_relevant"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")

@@ -1,0 +1,446 @@
+"""``addm-extract``: one judgment per (task, review), stored in the judgment cache.
+
+The cache is the source of truth for what is done: the work list is every selected review without a judgment,
+so a rerun after any failure asks only for what is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+
+from addm_integration.addm import answers, topics
+from addm_integration.addm.custom_id import CustomIdError, ReviewId, RunId, parse
+from addm_integration.addm.inputs import ENRICHMENT, Task, read_dataset, read_json, read_task
+from addm_integration.engine.pipeline import Applied, WorkItem
+from addm_integration.errors import BadInput
+from addm_integration.provider.outcomes import Outcome, unparsable
+from addm_integration.store.cache import FINGERPRINT, JudgmentCache
+from addm_integration.store.context import Context
+from addm_integration.store.workspace import atomic_write
+from ledger.reducer import JobState
+
+REVIEW_CHARS = 8000
+
+
+def request_body(task: Task, review: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The one request body of a review, for a live call and a batch line alike (no temperature: gpt-5 refuses)."""
+    flag = task.relevance_field
+    lines = [
+        f"You are judging one restaurant review for this task: {task.description}",
+        "",
+        "Fields to fill when the review is relevant:",
+    ]
+    for name, values in task.fields.items():
+        lines.append(f"{name.upper()} (one of: {', '.join(values)})")
+        lines.extend(f"  - {value}: {meaning}" for value, meaning in values.items())
+    lines += [
+        "",
+        "Review:",
+        str(review["text"])[:REVIEW_CHARS],
+        "",
+        f"Answer with a JSON object: {flag} (true when the review bears on the task) and every field above. "
+        f"When the review is not relevant, set {flag} to false and each field to its first value.",
+    ]
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": "\n".join(lines)}],
+        "response_format": answer_format(task),
+    }
+
+
+def answer_format(task: Task) -> dict[str, Any]:
+    """The strict schema of a judgment: the task's relevance flag, then one string enum per field."""
+    properties: dict[str, Any] = {task.relevance_field: {"type": "boolean"}}
+    properties.update({name: {"type": "string", "enum": list(values)} for name, values in task.fields.items()})
+    return answers.response_format(f"judgment_{task.task_id}", properties)
+
+
+def facts(business_id: str, review: Mapping[str, Any]) -> list[Any]:
+    """What a job keeps of a review to route and enrich its judgment: not the text, which is large."""
+    return [business_id, *(review.get(name) for name in ENRICHMENT)]
+
+
+def parse_judgment(task: Task, review_id: str, review_facts: Sequence[Any], text: str) -> dict[str, Any]:
+    """The cached judgment of an answer: out-of-list values fall back to the field's default. Raises ValueError."""
+    answer = answers.parse_json_answer(text)
+    if type(answer) is not dict:
+        raise ValueError("not a JSON object")
+    flag = task.relevance_field
+    relevant = answer.get(flag)
+    if type(relevant) is not bool:
+        raise ValueError(f"{flag} missing or not a boolean")
+    judgment: dict[str, Any] = {"review_id": review_id, flag: relevant}
+    if relevant:
+        get = answer.get
+        for name, values, default in task.choices:
+            value = get(name)
+            judgment[name] = value if type(value) is str and value in values else default
+    judgment.update(zip(ENRICHMENT, review_facts[1:], strict=True))
+    judgment[FINGERPRINT] = task.fingerprint
+    return judgment
+
+
+def load_task(ctx: Context, domain: str, task_id: str) -> Task:
+    """A task (or topic) definition, checked before anything is sent: its id, and a schema the service accepts."""
+    path = ctx.ws.task(domain, task_id)
+    task = read_task(path)
+    if task.task_id != task_id:
+        raise BadInput(f"{path}: task_id is {task.task_id!r}, expected {task_id!r}")
+    problem = answers.check_strict(answer_format(task)["json_schema"]["schema"])
+    if problem:
+        raise BadInput(f"{path}: the task's answer schema breaks OpenAI's strict-mode rules: {problem}")
+    return task
+
+
+@dataclass
+class Extract:
+    name: ClassVar[str] = "extract"
+    module: ClassVar[str] = "addm_integration.extract"
+    ctx: Context
+    task_id: str
+    domain: str = "yelp"
+    k: int = 25
+    limit: int | None = None
+    model: str = "gpt-5-nano"
+    _task: Task | None = field(default=None, repr=False)
+    _reviews: dict[str, list[Any]] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_params(cls, ctx: Context, params: Mapping[str, Any]) -> Extract:
+        if "topics" in params:  # a topic-mode job: its cron runs name this same module
+            return TopicExtract.from_params(ctx, params)
+        return cls(ctx, params["task"], params["domain"], params["k"], params["limit"], params["model"])
+
+    def params(self) -> dict[str, Any]:
+        return {"task": self.task_id, "domain": self.domain, "k": self.k, "limit": self.limit, "model": self.model}
+
+    def key(self) -> str:
+        return f"extract|{self.domain}|{self.task_id}|K{self.k}|limit={self.limit}|{self.model}"
+
+    @property
+    def task(self) -> Task:
+        if self._task is None:
+            self._task = load_task(self.ctx, self.domain, self.task_id)
+        return self._task
+
+    def _selected(self) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        """(business_id, review) of the selected restaurants, in dataset order, streamed from the file."""
+        for n, record in enumerate(read_dataset(self.ctx.ws.dataset(self.domain, self.k))):
+            if self.limit is not None and n >= self.limit:
+                return
+            for review in record["reviews"]:
+                yield record["business_id"], review
+
+    def snapshot_path(self, job_id: str) -> Path:
+        return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.reviews.json"
+
+    def reviews(self, job_id: str | None) -> dict[str, list[Any]]:
+        """review_id -> facts of the job's reviews, as its last submit saw them in the dataset.
+
+        A batch is applied from this snapshot, not from the dataset: a 50,000-line apply does not parse the
+        review texts again, and a replay post mortem routes exactly as the first apply did.
+        """
+        if self._reviews is None:
+            path = self.snapshot_path(job_id) if job_id is not None else None
+            self._reviews = read_json(path, "review snapshot") if path and path.exists() else self._from_dataset()
+        return self._reviews
+
+    def _from_dataset(self) -> dict[str, list[Any]]:
+        return {review["review_id"]: facts(business_id, review) for business_id, review in self._selected()}
+
+    @property
+    def cache(self) -> JudgmentCache:
+        return JudgmentCache(self.ctx.ws.cache(self.domain))
+
+    def work(self, job_id: str | None) -> Iterator[WorkItem]:
+        task = self.task
+        self._reviews = reviews = self._from_dataset()  # the dataset as it is now: this submit's snapshot
+        done = self.cache.present(self.task_id, reviews, fingerprint=task.fingerprint)
+        snapshot = self.snapshot_path(job_id) if job_id is not None else None
+        for business_id, review in self._selected():
+            if review["review_id"] not in done:
+                if snapshot is not None:  # saved with the first item: a job with nothing to do leaves no file
+                    atomic_write(snapshot, orjson.dumps(reviews))
+                    snapshot = None
+                cid = ReviewId(self.task_id, business_id, review["review_id"]).encode()
+                yield WorkItem(cid, request_body(task, review, self.model))
+
+    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
+        task, reviews = self.task, self.reviews(job.job_id)
+        judgments: dict[str, dict[str, Any]] = {}
+        applied: list[str] = []
+        failures: list[tuple[str, str, bool]] = []
+        for outcome in outcomes:
+            if outcome.error is not None:
+                failures.append(outcome.failure)
+                continue
+            review_id = self._route(reviews, outcome.custom_id)
+            if review_id is None:
+                failures.append((outcome.custom_id, "not a review of this job", False))
+                continue
+            try:
+                judgments[review_id] = parse_judgment(task, review_id, reviews[review_id], outcome.content or "")
+            except ValueError as exc:
+                failures.append(unparsable(outcome, str(exc)).failure)
+                continue
+            applied.append(outcome.custom_id)
+        self.cache.merge(self.task_id, judgments)
+        return Applied(tuple(applied), tuple(failures))
+
+    def _route(self, reviews: Mapping[str, list[Any]], custom_id: str) -> str | None:
+        """The review a custom_id names, when it is one of this job's; None for anything else."""
+        try:
+            target = parse(custom_id)
+        except CustomIdError:
+            return None
+        if type(target) is not ReviewId or target.task_id != self.task_id:
+            return None
+        review = reviews.get(target.review_id)
+        return target.review_id if review is not None and review[0] == target.business_id else None
+
+    def finalize(self, job: JobState) -> dict[str, Any]:
+        """Apply already persisted every judgment; finalize records where the cache is and what the job left missing.
+
+        Counted from the job's own account (its reviews, less the items still failing): the work list held every
+        review without a judgment, so this needs no second pass over a cache of a million entries.
+        """
+        reviews = self.reviews(job.job_id)
+        return {"cache": str(self.cache.path), "judgments": len(reviews) - len(job.failures), "reviews": len(reviews)}
+
+    def nothing_to_do(self) -> str:
+        return f"extract {self.task_id}: nothing to do, every review already has a judgment in {self.cache.path}"
+
+    def summary(self, job: JobState) -> str:
+        out = job.outputs
+        missing = out.get("reviews", 0) - out.get("judgments", 0)
+        tail = f"; {missing} missing (run again to ask for them)" if missing else ""
+        judged = f"{out.get('judgments')}/{out.get('reviews')}"
+        return f"extract {self.task_id}: {judged} reviews judged in {out.get('cache')}{tail}"
+
+
+@dataclass
+class TopicExtract(Extract):
+    """Topic mode: every review judged against each topic, several times by several models, then aggregated.
+
+    The same request body, parser and apply path as a single task, with one (model, run) per item; the raw runs
+    and the vote go to the judgement cache. ``task_id`` is unused: the topics are the tasks.
+    """
+
+    topics: tuple[str, ...] = ()
+    quotas: tuple[topics.Quota, ...] = ()
+    _tasks: dict[str, Task] = field(default_factory=dict, repr=False)
+    _tally: dict[str, topics.Vote] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_params(cls, ctx: Context, params: Mapping[str, Any]) -> TopicExtract:
+        quotas = tuple(topics.Quota(*q) for q in params["models"])
+        return cls(
+            ctx,
+            "",
+            params["domain"],
+            params["k"],
+            params["limit"],
+            quotas[0].model,
+            topics=tuple(params["topics"]),
+            quotas=quotas,
+        )
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "topics": list(self.topics),
+            "models": [list(q) for q in self.quotas],
+            "domain": self.domain,
+            "k": self.k,
+            "limit": self.limit,
+        }
+
+    def key(self) -> str:
+        return (
+            f"extract|{self.domain}|topics={','.join(self.topics)}|K{self.k}|limit={self.limit}|"
+            f"models={topics.format_models(self.quotas)}"
+        )
+
+    def topic_task(self, topic: str) -> Task:
+        if topic not in self._tasks:
+            if "::" in topic:
+                raise BadInput(f"{self.ctx.ws.task(self.domain, topic)}: a topic id may not contain '::'")
+            self._tasks[topic] = load_task(self.ctx, self.domain, topic)
+        return self._tasks[topic]
+
+    @property
+    def cache(self) -> JudgmentCache:
+        return JudgmentCache(self.ctx.ws.judgement_cache(self.domain))
+
+    def work(self, job_id: str | None) -> Iterator[WorkItem]:
+        tasks = [self.topic_task(topic) for topic in self.topics]  # every definition checked before any is sent
+        self._reviews = reviews = self._from_dataset()
+        snapshot = self.snapshot_path(job_id) if job_id is not None else None
+        pairs = topics.runs_of(self.quotas)
+        if job_id is not None:  # the runs already stored, counted once here so that no apply reads them again
+            self._tally = self._count_stored(reviews)
+            self._save_votes(job_id)
+        for topic, task in zip(self.topics, tasks, strict=True):
+            wanted = {topics.raw_key(topic, rid, m, n): None for rid in reviews for m, n in pairs}
+            done = self.cache.present(topics.RAW, wanted, fingerprint=task.fingerprint)
+            del wanted
+            for business_id, review in self._selected():
+                rid = review["review_id"]
+                for model, run in pairs:
+                    if topics.raw_key(topic, rid, model, run) in done:
+                        continue
+                    if snapshot is not None:
+                        atomic_write(snapshot, orjson.dumps(reviews))
+                        snapshot = None
+                    cid = RunId(topic, business_id, rid, model, run).encode()
+                    yield WorkItem(cid, request_body(task, review, model))
+
+    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
+        """Store the runs, and the vote of every review they complete, in one rewrite of the cache."""
+        reviews = self.reviews(job.job_id)
+        quota = dict.fromkeys(topics.runs_of(self.quotas))
+        now = _now()
+        raw: dict[str, dict[str, Any]] = {}
+        touched: dict[str, dict[str, None]] = {topic: {} for topic in self.topics}
+        applied: list[str] = []
+        failures: list[tuple[str, str, bool]] = []
+        for outcome in outcomes:
+            if outcome.error is not None:
+                failures.append(outcome.failure)
+                continue
+            target = self._route_run(reviews, outcome.custom_id, quota)
+            if target is None:
+                failures.append((outcome.custom_id, "not a review of this job", False))
+                continue
+            rid = target.review_id
+            try:
+                judgment = parse_judgment(self.topic_task(target.topic), rid, reviews[rid], outcome.content or "")
+            except ValueError as exc:
+                failures.append(unparsable(outcome, str(exc)).failure)
+                continue
+            judgment.update({"_model": target.model, "_run": target.run, "_extracted_at": now})
+            raw[topics.raw_key(target.topic, rid, target.model, target.run)] = judgment
+            touched[target.topic][rid] = None
+            applied.append(outcome.custom_id)
+        if raw:
+            votes = self._votes(job.job_id)
+            for key, judgment in raw.items():
+                votes[key.partition("::")[0]].add(judgment)
+            aggregated = {}
+            for topic, rids in touched.items():
+                aggregated.update(votes[topic].aggregate(rids, reviews, now))
+            changed = [topic for topic, rids in touched.items() if rids]
+            cache = self.cache
+            meta = self._metadata(cache, changed, now)
+            cache.merge_many({topics.RAW: raw, topics.AGGREGATED: aggregated, topics.METADATA: meta})
+            for topic, rids in touched.items():
+                votes[topic].stored(rids)
+            self._save_votes(job.job_id)
+        return Applied(tuple(applied), tuple(failures))
+
+    def votes_path(self, job_id: str) -> Path:
+        return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.votes.json"
+
+    def _new_votes(self) -> dict[str, topics.Vote]:
+        return {topic: topics.Vote(self.topic_task(topic), self.quotas) for topic in self.topics}
+
+    def _votes(self, job_id: str) -> dict[str, topics.Vote]:
+        """The job's running tally, as its submit and applies left it (counted from the cache when it is gone).
+
+        Read once per process: every later apply of the run, and its finalize, go on from the same tally.
+        """
+        if self._tally is None:
+            path = self.votes_path(job_id)
+            if path.exists():
+                saved = read_json(path, "vote tally")
+                self._tally = self._new_votes()
+                for topic, vote in self._tally.items():
+                    vote.load(saved.get(topic, {}))
+            else:
+                self._tally = self._count_stored(self.reviews(job_id))
+        return self._tally
+
+    def _save_votes(self, job_id: str) -> None:
+        assert self._tally is not None
+        atomic_write(self.votes_path(job_id), orjson.dumps({t: v.tallies for t, v in self._tally.items()}))
+
+    def _count_stored(self, reviews: Mapping[str, Any]) -> dict[str, topics.Vote]:
+        """The tally of the runs the cache holds for these reviews (one streamed pass over the raw runs), with the
+        complete reviews whose vote the cache already holds marked as stored."""
+        votes = self._new_votes()
+        for block in self.cache.entries(topics.RAW):
+            for key, judgment in block.items():
+                vote = votes.get(key.partition("::")[0])
+                if vote is not None and type(judgment) is dict and judgment.get("review_id") in reviews:
+                    vote.add(judgment)
+        for topic, vote in votes.items():
+            complete = {topics.aggregated_key(topic, rid): rid for rid, _ in vote.complete()}
+            stored = self.cache.present(topics.AGGREGATED, complete, fingerprint=vote.task.fingerprint)
+            vote.stored(complete[key] for key in stored)
+        return votes
+
+    def _metadata(self, cache: JudgmentCache, changed: Sequence[str], now: str) -> dict[str, Any]:
+        """The ``_metadata`` entries of the topics whose judgments change: schema, quota, and when."""
+        if not changed:
+            return {}
+        before = {k: v for block in cache.entries(topics.METADATA) for k, v in block.items()}
+        meta: dict[str, Any] = {}
+        for topic in changed:
+            fingerprint = self.topic_task(topic).fingerprint
+            old = before.get(topic)
+            same = isinstance(old, dict) and old.get("term_hash") == fingerprint
+            meta[topic] = {
+                "term_hash": fingerprint,
+                "created_at": old.get("created_at", now) if same else now,  # type: ignore[union-attr]
+                "updated_at": now,
+                "model_config": {q.model: q.runs for q in self.quotas},
+                "model_weights": {q.model: q.weight for q in self.quotas},
+            }
+        return meta
+
+    def _route_run(
+        self, reviews: Mapping[str, list[Any]], custom_id: str, quota: Mapping[tuple[str, int], None]
+    ) -> RunId | None:
+        try:
+            target = parse(custom_id)
+        except CustomIdError:
+            return None
+        if type(target) is not RunId or target.topic not in self.topics or (target.model, target.run) not in quota:
+            return None
+        review = reviews.get(target.review_id)
+        return target if review is not None and review[0] == target.business_id else None
+
+    def finalize(self, job: JobState) -> dict[str, Any]:
+        """Store the vote of every complete review not stored yet (the applies stored those they completed)."""
+        reviews = self.reviews(job.job_id)
+        votes = self._votes(job.job_id)
+        now = _now()
+        aggregated: dict[str, Any] = {}
+        changed: list[str] = []
+        for topic, vote in votes.items():
+            entries = vote.aggregate(vote.unaggregated(), reviews, now)
+            if entries:
+                aggregated.update(entries)
+                changed.append(topic)
+        cache = self.cache
+        if aggregated:
+            cache.merge_many({topics.AGGREGATED: aggregated, topics.METADATA: self._metadata(cache, changed, now)})
+        total = len(reviews) * len(self.topics)
+        complete = sum(1 for vote in votes.values() for _ in vote.complete())
+        return {"cache": str(cache.path), "aggregated": complete, "reviews": total, "runs": job.applied}
+
+    def summary(self, job: JobState) -> str:
+        out = job.outputs
+        missing = out.get("reviews", 0) - out.get("aggregated", 0)
+        tail = f"; {missing} not complete yet (run again to ask for their missing runs)" if missing else ""
+        done = f"{out.get('aggregated')}/{out.get('reviews')}"
+        return f"extract {','.join(self.topics)}: {done} reviews aggregated in {out.get('cache')}{tail}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
