@@ -122,7 +122,7 @@ def test_the_local_server_refuses_a_batch_of_mixed_models_as_the_service_does() 
         for n, model in enumerate(("gpt-5-mini", "gpt-5-nano"))
     ]
     _, _, errors = parse_batch_input(b"\n".join(orjson.dumps(x) for x in lines), "/v1/chat/completions")
-    assert [(e["code"], e["line"]) for e in errors] == [("mismatched_model", 2)]
+    assert [(e["code"], e["line"]) for e in errors] == [("model_mismatch", 2)]
 
 
 def test_the_apply_that_brings_a_reviews_last_run_stores_its_vote_and_finalize_writes_nothing_more(

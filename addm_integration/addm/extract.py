@@ -304,6 +304,7 @@ class TopicExtract(Extract):
         """Store the runs, and the vote of every review they complete, in one rewrite of the cache."""
         reviews = self.reviews(job.job_id)
         quota = dict.fromkeys(topics.runs_of(self.quotas))
+        tasks = {topic: self.topic_task(topic) for topic in self.topics}
         now = _now()
         raw: dict[str, dict[str, Any]] = {}
         touched: dict[str, dict[str, None]] = {topic: {} for topic in self.topics}
@@ -319,11 +320,11 @@ class TopicExtract(Extract):
                 continue
             rid = target.review_id
             try:
-                judgment = parse_judgment(self.topic_task(target.topic), rid, reviews[rid], outcome.content or "")
+                judgment = parse_judgment(tasks[target.topic], rid, reviews[rid], outcome.content or "")
             except ValueError as exc:
                 failures.append(unparsable(outcome, str(exc)).failure)
                 continue
-            judgment.update({"_model": target.model, "_run": target.run, "_extracted_at": now})
+            judgment["_model"], judgment["_run"], judgment["_extracted_at"] = target.model, target.run, now
             raw[topics.raw_key(target.topic, rid, target.model, target.run)] = judgment
             touched[target.topic][rid] = None
             applied.append(outcome.custom_id)
