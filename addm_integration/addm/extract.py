@@ -332,15 +332,12 @@ class TopicExtract(Extract):
             votes = self._votes(job.job_id)
             for key, judgment in raw.items():
                 votes[key.partition("::")[0]].add(judgment)
-            aggregated = {}
-            for topic, rids in touched.items():
-                aggregated.update(votes[topic].aggregate(rids, reviews, now))
+            aggregated = topics.Aggregated(votes, touched, reviews, now)
             changed = [topic for topic, rids in touched.items() if rids]
             cache = self.cache
             meta = self._metadata(cache, changed, now)
             cache.merge_many({topics.RAW: raw, topics.AGGREGATED: aggregated, topics.METADATA: meta})
-            for topic, rids in touched.items():
-                votes[topic].stored(rids)
+            aggregated.mark_stored()
             self._save_votes(job.job_id)
         return Applied(tuple(applied), tuple(failures))
 
@@ -382,7 +379,7 @@ class TopicExtract(Extract):
         for topic, vote in votes.items():
             complete = {topics.aggregated_key(topic, rid): rid for rid, _ in vote.complete()}
             stored = self.cache.present(topics.AGGREGATED, complete, fingerprint=vote.task.fingerprint)
-            vote.stored(complete[key] for key in stored)
+            vote.mark_stored(complete[key] for key in stored)
         return votes
 
     def _metadata(self, cache: JudgmentCache, changed: Sequence[str], now: str) -> dict[str, Any]:
@@ -421,16 +418,11 @@ class TopicExtract(Extract):
         reviews = self.reviews(job.job_id)
         votes = self._votes(job.job_id)
         now = _now()
-        aggregated: dict[str, Any] = {}
-        changed: list[str] = []
-        for topic, vote in votes.items():
-            entries = vote.aggregate(vote.unaggregated(), reviews, now)
-            if entries:
-                aggregated.update(entries)
-                changed.append(topic)
+        aggregated = topics.Aggregated(votes, {t: v.unaggregated() for t, v in votes.items()}, reviews, now)
         cache = self.cache
         if aggregated:
-            cache.merge_many({topics.AGGREGATED: aggregated, topics.METADATA: self._metadata(cache, changed, now)})
+            meta = self._metadata(cache, aggregated.topics(), now)
+            cache.merge_many({topics.AGGREGATED: aggregated, topics.METADATA: meta})
         total = len(reviews) * len(self.topics)
         complete = sum(1 for vote in votes.values() for _ in vote.complete())
         return {"cache": str(cache.path), "aggregated": complete, "reviews": total, "runs": job.applied}

@@ -123,7 +123,7 @@ class Vote:
         review_id = judgment["review_id"]
         tally = self.tallies.get(review_id)
         if tally is None:
-            tally = self.tallies[review_id] = [0, [0.0] * self.width]
+            tally = self.tallies[review_id] = [0, [0] * self.width]  # int weights stay small ints: no float each
         elif tally[0] >> slot & 1:
             return
         tally[0] |= 1 << slot
@@ -144,21 +144,11 @@ class Vote:
         """The complete reviews whose vote is not known to be stored (by an apply, or before the job began)."""
         return (rid for rid, t in self.tallies.items() if t[0] == self.full and len(t) == 2)
 
-    def aggregate(self, review_ids: Iterable[str], facts: Mapping[str, Sequence[Any]], now: str) -> dict[str, Any]:
-        """The aggregated judgment, by its cache key, of each of ``review_ids`` whose every run arrived."""
-        topic, get, full = self.task.task_id, self.tallies.get, self.full
-        out: dict[str, Any] = {}
-        for rid in review_ids:
-            tally = get(rid)
-            if tally is not None and tally[0] == full:
-                out[aggregated_key(topic, rid)] = self.judgment(rid, tally[1], facts[rid], now)
-        return out
-
-    def stored(self, review_ids: Iterable[str]) -> None:
-        """Mark these reviews' votes as stored in the cache: finalize does not write them again."""
+    def mark_stored(self, review_ids: Iterable[str]) -> None:
+        """Mark the votes of these complete reviews as stored in the cache: finalize does not write them again."""
         for rid in review_ids:
             tally = self.tallies.get(rid)
-            if tally is not None and len(tally) == 2:
+            if tally is not None and tally[0] == self.full and len(tally) == 2:
                 tally.append(True)
 
     def judgment(self, review_id: str, votes: Sequence[float], facts: Sequence[Any], now: str) -> dict[str, Any]:
@@ -178,3 +168,43 @@ class Vote:
         out[FINGERPRINT] = self.fingerprint
         out["_aggregated_at"] = now
         return out
+
+
+class Aggregated(Mapping[str, dict[str, Any]]):
+    """The aggregated judgments of the complete ones among some reviews, by cache key, each made when it is read.
+
+    A merge encodes its entries a few thousand at a time: the votes of 50,000 reviews are never all in memory
+    as judgments at once, and they are made while the old cache is being copied.
+    """
+
+    def __init__(
+        self, votes: Mapping[str, Vote], review_ids: Mapping[str, Iterable[str]], facts: Mapping[str, Any], now: str
+    ) -> None:
+        self.facts, self.now = facts, now
+        self.which: dict[str, tuple[Vote, str]] = {}
+        for topic, ids in review_ids.items():
+            vote = votes[topic]
+            tallies, full = vote.tallies, vote.full
+            for rid in ids:
+                tally = tallies.get(rid)
+                if tally is not None and tally[0] == full:
+                    self.which[aggregated_key(topic, rid)] = (vote, rid)
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        vote, rid = self.which[key]
+        return vote.judgment(rid, vote.tallies[rid][1], self.facts[rid], self.now)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.which)
+
+    def __len__(self) -> int:
+        return len(self.which)
+
+    def topics(self) -> list[str]:
+        return list(dict.fromkeys(vote.task.task_id for vote, _ in self.which.values()))
+
+    def mark_stored(self) -> None:
+        for vote, rid in self.which.values():
+            tally = vote.tallies[rid]
+            if len(tally) == 2:
+                tally.append(True)

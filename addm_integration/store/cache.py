@@ -59,10 +59,8 @@ def _runs(entries: Mapping[str, Any]) -> list[bytes | memoryview]:
     Pieces to write one after the other, not joined: the entries of a large merge are encoded once and copied
     no more.
     """
-    if type(entries) is not dict:
-        entries = dict(entries)
     if len(entries) <= _RUN:
-        return [memoryview(orjson.dumps(entries))[1:-1]]
+        return [memoryview(orjson.dumps(entries if type(entries) is dict else dict(entries)))[1:-1]]
     items = iter(entries.items())
     parts: list[bytes | memoryview] = []
     for _ in range(0, len(entries), _RUN):
