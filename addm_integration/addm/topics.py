@@ -194,6 +194,9 @@ class Aggregated(Mapping[str, dict[str, Any]]):
         vote, rid = self.which[key]
         return vote.judgment(rid, vote.tallies[rid][1], self.facts[rid], self.now)
 
+    def __contains__(self, key: object) -> bool:  # without making the judgment, as Mapping's would
+        return key in self.which
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.which)
 
