@@ -9,8 +9,11 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
+from addm_integration import errors
 from addm_integration.app.importer import run_import
-from addm_integration.errors import AddmError, BadInput
+from addm_integration.errors import BadInput
+from addm_integration.store.workspace import Workspace
+from ledger import failures
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,14 +40,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(args.root or os.environ.get("ADDM_ROOT") or ".").resolve()
     try:
         lines = run_import(Path(args.checkout).resolve(), root, args.domain, args.force)
-    except AddmError as exc:
-        print(f"addm-import: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:
-        print(f"addm-import: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return BadInput.exit_code
+    except KeyboardInterrupt:
+        print(
+            "addm-import: interrupted; run the same command again: what is in place is left as it is", file=sys.stderr
+        )
+        return 130
+    except Exception as exc:
+        return failures.report("addm-import", exc, Workspace(root).logs_dir, translate=_translate)
     print("\n".join(lines))
     return 0
+
+
+def _translate(exc: BaseException) -> failures.Translation | None:
+    """The one translation, where a file of the checkout that cannot be read is the user's to fix (exit 2)."""
+    known = errors.translate(exc)
+    if known is None and isinstance(exc, OSError) and exc.filename:
+        return BadInput.exit_code, f"{exc.filename}: {exc.strerror or exc}"
+    return known
 
 
 if __name__ == "__main__":

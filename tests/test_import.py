@@ -161,3 +161,17 @@ def test_import_writes_one_topic_definition_per_topic_with_the_union_of_its_poli
     assert dry.returncode == 0, dry.stderr
     reviews = sum(len(orjson.loads(line)["reviews"]) for line in (root / "data/context/yelp/dataset_K25.jsonl").open())
     assert f" {3 * 4 * reviews} requests" in dry.stdout  # three topics, mini x1 and nano x3 each
+
+
+def test_an_unexpected_import_failure_is_one_line_with_its_traceback_saved(tmp_path: Path, monkeypatch, capsys) -> None:
+    from addm_integration import importer
+
+    def bug(*_: object) -> list[str]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(importer, "run_import", bug)
+    (tmp_path / "ws").mkdir()
+    code = importer.main([str(tmp_path), "--root", str(tmp_path / "ws")])
+    err = capsys.readouterr().err
+    assert code == 70 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert len(list((tmp_path / "ws" / "data" / "logs").glob("error-*.txt"))) == 1

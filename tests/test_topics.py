@@ -162,3 +162,12 @@ def test_votes_missing_for_reviews_complete_before_the_job_are_stored_at_its_fin
     result = ws.run("extract", *args)
     assert result.returncode == 0, result.stderr
     assert _without_times(_judgements(ws)["aggregated"]) == _without_times(votes)
+
+
+def test_dry_run_counts_the_batches_a_submit_sends_one_model_per_batch(ws: Workspace) -> None:
+    _topic(ws)
+    args = ("--topic", TOPIC, *MODELS, "--limit", "2", "--llm-mode", "24hrbatch")
+    dry = ws.run("extract", *args, "--dry-run", "--no-cron")
+    assert dry.returncode == 0, dry.stderr
+    sent = _batch_until_done(ws, *args)
+    assert f"{len(sent)} batch(es)" in dry.stdout, (dry.stdout, sent)

@@ -59,9 +59,6 @@ class _StagedPart:
         self.ids: list[str] = []
         self.size = 0
 
-    def fits(self, line: bytes, limits: Limits) -> bool:
-        return len(self.ids) < limits.max_requests and self.size + len(line) <= limits.max_bytes
-
     def write(self, custom_id: str, line: bytes) -> None:
         self.file.write(line)
         self.ids.append(custom_id)
@@ -95,6 +92,33 @@ def sweep_staging(ctx: Context, key: str) -> None:
                 path.unlink(missing_ok=True)
 
 
+def split(lines: Iterable[tuple[str, bytes, str]], limits: Limits) -> Iterator[tuple[int, str, bytes, str]]:
+    """The one split rule: (part number, custom_id, request line, model) of each line, parts numbered from 0.
+
+    A part holds one model's lines (the service fails a batch of mixed models) within the request and byte limits.
+    Duplicate custom_ids and requests larger than a whole batch are refused, before anything is written or sent.
+    """
+    seen: set[str] = set()
+    filling: dict[str, list[int]] = {}  # model -> [part number, requests, bytes] of the part it fills
+    parts = 0
+    for custom_id, line, model in lines:
+        if custom_id in seen:
+            raise BadInput(f"duplicate custom_id {custom_id!r} in the work list; nothing was sent")
+        seen.add(custom_id)
+        if len(line) > limits.max_bytes:
+            raise BadInput(
+                f"request {custom_id!r} is {len(line):,} bytes, over the batch limit of "
+                f"{limits.max_bytes:,}; nothing was sent"
+            )
+        part = filling.get(model)
+        if part is None or part[1] >= limits.max_requests or part[2] + len(line) > limits.max_bytes:
+            part = filling[model] = [parts, 0, 0]
+            parts += 1
+        part[1] += 1
+        part[2] += len(line)
+        yield part[0], custom_id, line, model
+
+
 def plan_parts(
     ctx: Context,
     job_id: str,
@@ -106,39 +130,26 @@ def plan_parts(
     attempt: int,
     source_batch: str | None = None,
 ) -> list[PartPlanned]:
-    """Write (custom_id, request line, model) triples as staged JSONL parts; nothing is sent.
+    """Write (custom_id, request line, model) triples as staged JSONL parts, split by ``split``; nothing is sent.
 
-    The one split rule: a part holds one model's lines (the service fails a batch of mixed models) within the
-    request and byte limits. Duplicate custom_ids and requests larger than a whole batch are refused here, before
-    anything is uploaded.
     Called under the job lock of ``key``, which makes sweeping that identity's leftovers first safe.
     """
     sweep_staging(ctx, key)
     staging = staging_for(ctx, key)
     staging.mkdir(parents=True, exist_ok=True)
-    seen: set[str] = set()
     staged: list[_StagedPart] = []
     models: list[str] = []
     filling: dict[str, _StagedPart] = {}
     try:
-        for custom_id, line, model in lines:
-            if custom_id in seen:
-                raise BadInput(f"duplicate custom_id {custom_id!r} in the work list; nothing was sent")
-            seen.add(custom_id)
-            if len(line) > limits.max_bytes:
-                raise BadInput(
-                    f"request {custom_id!r} is {len(line):,} bytes, over the batch limit of "
-                    f"{limits.max_bytes:,}; nothing was sent"
-                )
-            part = filling.get(model)
-            if part is None or not part.fits(line, limits):
-                if part is not None:
-                    part.close()
-                idem = f"{job_id}-{first_index + len(staged):03d}-{secrets.token_hex(4)}"
-                part = filling[model] = _StagedPart(staging / f"{idem}.jsonl")
-                staged.append(part)
+        for number, custom_id, line, model in split(lines, limits):
+            if number == len(staged):
+                if model in filling:
+                    filling[model].close()
+                idem = f"{job_id}-{first_index + number:03d}-{secrets.token_hex(4)}"
+                filling[model] = _StagedPart(staging / f"{idem}.jsonl")
+                staged.append(filling[model])
                 models.append(model)
-            part.write(custom_id, line)
+            staged[number].write(custom_id, line)
         for part in filling.values():
             part.close()
     except BaseException:

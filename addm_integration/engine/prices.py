@@ -54,27 +54,29 @@ def cost(model: str, usage: Mapping[str, int], mode: str) -> float | None:
 
 
 def dry_run(pipeline: Pipeline, limits: plan.Limits) -> str:
-    """What a run would send and cost, computed from the very request lines it would send; nothing is written."""
-    count = size = batches = in_batch = batch_bytes = 0
-    for _, line, _ in plan.batch_lines(pipeline.work(None)):
-        count += 1
-        size += len(line)
-        if not batches or in_batch >= limits.max_requests or batch_bytes + len(line) > limits.max_bytes:
-            batches, in_batch, batch_bytes = batches + 1, 0, 0
-        in_batch += 1
-        batch_bytes += len(line)
-    usage = {
-        "prompt_tokens": size // 4,  # about 4 bytes a token: the request line is mostly the prompt
-        "completion_tokens": count * ASSUMED_OUTPUT_TOKENS.get(pipeline.name, 300),
-    }
-    live, batch = cost(pipeline.model, usage, "ondemand"), cost(pipeline.model, usage, "24hrbatch")
+    """What a run would send and cost, computed from the very request lines it would send, split by the rule a
+    submit splits by, each model at its own price; nothing is written."""
+    batches = 0
+    count: dict[str, int] = {}
+    size: dict[str, int] = {}
+    for number, _, line, model in plan.split(plan.batch_lines(pipeline.work(None)), limits):
+        count[model] = count.get(model, 0) + 1
+        size[model] = size.get(model, 0) + len(line)
+        batches = max(batches, number + 1)
+    assumed = ASSUMED_OUTPUT_TOKENS.get(pipeline.name, 300)
+    # about 4 bytes a token: the request line is mostly the prompt
+    usage = {m: {"prompt_tokens": size[m] // 4, "completion_tokens": count[m] * assumed} for m in count}
+    live = [cost(m, u, "ondemand") for m, u in usage.items()]
+    batch = [cost(m, u, "24hrbatch") for m, u in usage.items()]
     money = (
         "cost unknown for this model"
-        if live is None or batch is None
-        else f"ondemand ${live:.4f}, 24hrbatch ${batch:.4f}"
+        if None in live or None in batch
+        else f"ondemand ${sum(live):.4f}, 24hrbatch ${sum(batch):.4f}"  # type: ignore[arg-type]
     )
+    tokens_in = sum(u["prompt_tokens"] for u in usage.values())
+    tokens_out = sum(u["completion_tokens"] for u in usage.values())
     return (
-        f"dry run, nothing sent: {count} requests, {size:,} bytes, {batches} batch(es) of at most "
-        f"{limits.max_requests:,} requests / {limits.max_bytes:,} bytes; about {usage['prompt_tokens']:,} input and "
-        f"{usage['completion_tokens']:,} output tokens ({pipeline.model}): {money}"
+        f"dry run, nothing sent: {sum(count.values())} requests, {sum(size.values()):,} bytes, {batches} batch(es) "
+        f"of at most {limits.max_requests:,} requests / {limits.max_bytes:,} bytes; about {tokens_in:,} input and "
+        f"{tokens_out:,} output tokens ({', '.join(usage) or pipeline.model}): {money}"
     )
