@@ -182,13 +182,14 @@ class Aggregated(Mapping[str, dict[str, Any]]):
     ) -> None:
         self.facts, self.now = facts, now
         self.which: dict[str, tuple[Vote, str]] = {}
+        self.by_vote: list[tuple[Vote, list[str]]] = []
         for topic, ids in review_ids.items():
             vote = votes[topic]
             tallies, full = vote.tallies, vote.full
-            for rid in ids:
-                tally = tallies.get(rid)
-                if tally is not None and tally[0] == full:
-                    self.which[aggregated_key(topic, rid)] = (vote, rid)
+            complete = [rid for rid in ids if (tally := tallies.get(rid)) is not None and tally[0] == full]
+            if complete:
+                self.by_vote.append((vote, complete))
+                self.which.update({aggregated_key(topic, rid): (vote, rid) for rid in complete})
 
     def __getitem__(self, key: str) -> dict[str, Any]:
         vote, rid = self.which[key]
@@ -204,10 +205,8 @@ class Aggregated(Mapping[str, dict[str, Any]]):
         return len(self.which)
 
     def topics(self) -> list[str]:
-        return list(dict.fromkeys(vote.task.task_id for vote, _ in self.which.values()))
+        return [vote.task.task_id for vote, _ in self.by_vote]
 
     def mark_stored(self) -> None:
-        for vote, rid in self.which.values():
-            tally = vote.tallies[rid]
-            if len(tally) == 2:
-                tally.append(True)
+        for vote, review_ids in self.by_vote:
+            vote.mark_stored(review_ids)
