@@ -110,6 +110,7 @@ class Vote:
             width += len(values)
         self.width = width
         self.tallies: dict[str, list[Any]] = {}
+        self.shares: dict[float, dict[float, float]] = {}  # total weight -> top weight -> rounded share
 
     def add(self, judgment: Mapping[str, Any]) -> None:
         """Count one raw run; one of another fingerprint, model or run number than the quota's is not counted."""
@@ -155,13 +156,23 @@ class Vote:
         """The aggregated judgment: each field's value of most weight (ties: the earlier value), and its share."""
         no, yes = votes[0], votes[1]
         total = no + yes
+        shares = self.shares.get(total)
+        if shares is None:
+            shares = self.shares[total] = {}
         out: dict[str, Any] = {"review_id": review_id, self.flag: yes > no}
-        confidence = {self.flag: round((yes if yes > no else no) / total, 3)}
+        top = yes if yes > no else no
+        share = shares.get(top)
+        if share is None:  # few distinct weights: each share is rounded once
+            share = shares[top] = round(top / total, 3)
+        confidence = {self.flag: share}
         for name, start, stop, values, _ in self.spans:
             counts = votes[start:stop]
             top = max(counts)
             out[name] = values[counts.index(top)]  # the first of equal weights: a tie goes to the value listed first
-            confidence[name] = round(top / total, 3)
+            share = shares.get(top)
+            if share is None:
+                share = shares[top] = round(top / total, 3)
+            confidence[name] = share
         out.update(zip(ENRICHMENT, facts[1:], strict=True))
         out["_aggregated"] = True
         out["_confidence"] = confidence
