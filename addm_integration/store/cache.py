@@ -14,8 +14,9 @@ task, and inside it lines that each hold a run of up to 10,000 entries (one JSON
 so that a merge is a streamed copy: blocks of other tasks are copied by the kernel, the merged task's lines are
 copied (only a line holding a replaced entry is parsed and written again), and the new entries follow. Every merge
 writes a temporary file, fsyncs it and renames it over the old one: a crash leaves the old cache or the new one,
-never a truncated file. A cache in any other layout (written by another tool) is read in full once and rewritten in
-this one.
+never a truncated file. A merge into several tasks at once (topic mode's raw runs, votes and metadata) is one
+such copy, so its blocks change together or not at all. A cache in any other layout (written by another tool) is
+read in full once and rewritten in this one.
 
 Which keys the cache holds is kept beside it, in ``.cache.json.keys``: one line per entry, ending with the stamp
 (size, mtime, checksum of the tail) of the cache it describes. Checking 50,000 new keys against a million stored
