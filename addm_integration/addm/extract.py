@@ -318,15 +318,15 @@ class TopicExtract(Extract):
             if target is None:
                 failures.append((outcome.custom_id, "not a review of this job", False))
                 continue
-            rid = target.review_id
+            topic, _, rid, model, run = target
             try:
-                judgment = parse_judgment(tasks[target.topic], rid, reviews[rid], outcome.content or "")
+                judgment = parse_judgment(tasks[topic], rid, reviews[rid], outcome.content or "")
             except ValueError as exc:
                 failures.append(unparsable(outcome, str(exc)).failure)
                 continue
-            judgment["_model"], judgment["_run"], judgment["_extracted_at"] = target.model, target.run, now
-            raw[topics.raw_key(target.topic, rid, target.model, target.run)] = judgment
-            touched[target.topic][rid] = None
+            judgment["_model"], judgment["_run"], judgment["_extracted_at"] = model, run, now
+            raw[topics.raw_key(topic, rid, model, run)] = judgment
+            touched[topic][rid] = None
             applied.append(outcome.custom_id)
         if raw:
             votes = self._votes(job.job_id)
