@@ -13,6 +13,7 @@ from addm_integration.engine import prices
 from addm_integration.errors import AddmError, translate
 from addm_integration.schedule.entries import job_cron_table
 from addm_integration.store.context import Context
+from addm_integration.store.workspace import ROOT_ENV
 from ledger import cli
 from ledger.log import Ledger
 from ledger.reducer import JobState, State
@@ -88,8 +89,30 @@ def _alive(ledger: Ledger, job: JobState) -> bool:
     return Context.open(ledger.dir.parent.parent).run_alive(job.key)
 
 
+def _target(job: JobState) -> str | None:
+    """The task (extract), the policy (run_baseline) or the topics (topic mode) the job judges by."""
+    params = job.params.get("pipeline", {})
+    return params.get("task") or params.get("policy") or ",".join(params.get("topics", ())) or None
+
+
+CRONTAB_FILE: cli.Option = (
+    "--crontab-file",
+    {
+        "metavar": "FILE",
+        "help": "the tab file the tool's cron entries are in, instead of your crontab (env ADDM_CRONTAB)",
+    },
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     hooks = cli.Hooks(
+        root_env=ROOT_ENV,
+        target=_target,
+        names={"run_baseline": "baseline"},
+        item_ids="one request: review::<task>::<business>::<review> or sample::<policy>::<business>",
+        item_example="'review::G1a::BIZ::REVIEW'",
+        options=(CRONTAB_FILE,),
+        exit_codes={3: "doctor found problems"},
         status_fields=_status_fields,
         commands={
             "doctor": (_doctor_flags, _doctor),

@@ -27,15 +27,25 @@ from ledger.help import Formatter, add_version
 from ledger.ids import UnknownId, resolve, shortest_unique
 from ledger.index import Index
 from ledger.log import Ledger, Record, format_ts, parse_ts, utcnow
-from ledger.reducer import BatchState, JobState, State, fold_ledger, job_condition
+from ledger.reducer import BatchState, JobState, State, fold_ledger, job_condition, job_eta
 
 LEDGER_SUBDIR = Path("data") / "ledger"
 
 
+Option = tuple[str, Mapping[str, Any]]  # a flag and its ``add_argument`` keywords, ``default`` included
+
+
 @dataclass
 class Hooks:
-    """What an application adds to the generic reading: extra status fields and extra subcommands."""
+    """What an application adds to the generic reading: its names, extra status fields and extra subcommands."""
 
+    root_env: str | None = None  # the environment variable that names the workspace root, after --root
+    target: Callable[[JobState], str | None] = lambda job: None  # what a job works on, in a word or two
+    names: Mapping[str, str] = field(default_factory=dict)  # shorter names of pipelines, for the narrow table
+    item_ids: str = "one request"  # what an item's id is made of, for audit's help
+    item_example: str = "ITEM_ID"
+    options: Sequence[Option] = ()  # options of the application's subcommands, accepted before the subcommand too
+    exit_codes: Mapping[int, str] = field(default_factory=dict)  # what the application's subcommands add
     status_fields: Callable[[State, JobState, dict[str, Any]], dict[str, Any]] = lambda state, job, row: row
     alive: Callable[[Ledger, JobState], bool] = lambda ledger, job: False  # is a run working on the job now?
     helps: Mapping[str, str] = field(default_factory=dict)  # one line per extra subcommand, for --help
@@ -49,10 +59,11 @@ class RootMissing(Exception):
     """The workspace root given does not exist: a typo must neither read as an empty workspace nor be created."""
 
 
-def find_root(given: str | None) -> Path:
-    """The workspace root: ``--root``, else ``ADDM_ROOT``, else the current directory; it must exist."""
-    env = os.environ.get("ADDM_ROOT")
-    named = f"--root {given}" if given else f"ADDM_ROOT={env}" if env else "the current directory"
+def find_root(given: str | None, env_name: str | None = None) -> Path:
+    """The workspace root: ``--root``, else the variable ``env_name`` names, else the current directory; it must
+    exist."""
+    env = os.environ.get(env_name) if env_name else None
+    named = f"--root {given}" if given else f"{env_name}={env}" if env else "the current directory"
     root = Path(given or env or ".").resolve()
     if not root.is_dir():
         raise RootMissing(f"{named}: no such directory (nothing was read or created)")
@@ -76,6 +87,7 @@ def batch_row(batch: BatchState, short: Mapping[str, str] | None = None) -> dict
         "batch_id": batch.batch_id,
         "short_id": (short or {}).get(batch.batch_id, batch.batch_id),
         "status": batch.status,
+        "phase": batch.phase,
         "attempt": batch.attempt,
         "items": batch.n_items,
         "applied": batch.applied,
@@ -88,7 +100,10 @@ def batch_row(batch: BatchState, short: Mapping[str, str] | None = None) -> dict
 
 
 def status_rows(
-    state: State, now: datetime, alive: Callable[[JobState], bool] = lambda job: False
+    state: State,
+    now: datetime,
+    alive: Callable[[JobState], bool] = lambda job: False,
+    target: Callable[[JobState], str | None] = lambda job: None,
 ) -> list[dict[str, Any]]:
     short = shortest_unique([*state.jobs, *state.batches])
     rows = []
@@ -97,14 +112,13 @@ def status_rows(
         failed = len(job.failures)
         sent = sum(p.batch_id is not None for p in job.parts.values())
         parts = {"sent": sent, "waiting": len(job.parts) - sent, "done": sum(b["settled"] for b in batches)}
-        params = job.params.get("pipeline", {})
         rows.append(
             {
                 "job_id": job.job_id,
                 "short_id": short[job.job_id],
                 "pipeline": job.pipeline,
                 "mode": job.mode,
-                "target": params.get("task") or params.get("policy") or ",".join(params.get("topics", ())) or None,
+                "target": target(job),
                 "state": job_condition(state, job, alive=job.run_open and job.open and alive(job)),
                 "items": job.n_items,
                 "submitted": job.submitted,
@@ -113,6 +127,7 @@ def status_rows(
                 "pending": max(job.n_items - job.applied - failed, 0) if not job.finalized else 0,
                 "batches": batches,
                 "parts": parts,  # sent, waiting for room in the queue, done (their batch settled)
+                "eta": format_ts(eta) if (eta := job_eta(state, job)) else None,
                 "cron": any(b.cron for b in state.batches_of(job.job_id)),
                 "created_at": format_ts(job.created_at),
                 "age": _age(job.created_at, now),
@@ -198,7 +213,7 @@ def _when(ts: str, now: datetime) -> str:
 
 def batch_summary(batch: Mapping[str, Any], now: datetime) -> str:
     """A batch in words after its id: status, counts, ETA, attempt, cron entry."""
-    parts = [batch["status"]]
+    parts = [batch["status"] or batch["phase"]]  # the service's word, when the records say it
     total = batch["counts"].get("total")
     if batch["settled"]:
         parts.append(f"{batch['applied']} applied, {batch['failed']} failed")
@@ -220,7 +235,7 @@ def batch_summary(batch: Mapping[str, Any], now: datetime) -> str:
 def cmd_status(args: Any, ledger: Ledger, hooks: Hooks) -> int:
     state = fold_ledger(ledger, ledger.records())
     now = utcnow()
-    rows = status_rows(state, now, lambda job: hooks.alive(ledger, job))
+    rows = status_rows(state, now, lambda job: hooks.alive(ledger, job), hooks.target)
     rows = [hooks.status_fields(state, state.jobs[r["job_id"]], r) for r in rows]
     for row in rows:
         row.setdefault("next", next_step(row))
@@ -255,11 +270,10 @@ def cmd_status(args: Any, ledger: Ledger, hooks: Hooks) -> int:
             if k in rows[0]
         ]
     else:
-        names = {"run_baseline": "baseline"}
         columns += [
             Column(
                 "WHAT",
-                [f"{names.get(r['pipeline'], r['pipeline'])} {r['target']}" for r in rows],
+                [f"{hooks.names.get(r['pipeline'], r['pipeline'])} {r['target']}" for r in rows],
                 floor=14,
                 cut_order=2,
             ),
@@ -279,9 +293,19 @@ def cmd_status(args: Any, ledger: Ledger, hooks: Hooks) -> int:
             label = f"  {batch['batch_id'] if args.wide else batch['short_id']}  "
             text = batch_summary(batch, now)
             print(label + (text if width is None else _cut(text, width - len(label))))
-        if row["parts"]["waiting"]:
-            print(f"  parts: {row['parts']['sent']} sent, {row['parts']['waiting']} waiting for room")
+        if row["state"] not in ("finalized", "abandoned") and row["parts"]["sent"] + row["parts"]["waiting"] > 1:
+            print(parts_summary(row, now, width))
     return 0
+
+
+def parts_summary(row: Mapping[str, Any], now: datetime, width: int | None) -> str:
+    """The whole job of several parts in words: sent (of which done), waiting for room, and when all should be done;
+    the ETA on a line of its own when the two do not fit the width together."""
+    parts = row["parts"]
+    head = f"  parts: {parts['sent']} sent ({parts['done']} done), {parts['waiting']} waiting for room"
+    eta = "job eta " + (_when(row["eta"], now) if row["eta"] else "unknown")
+    line = f"{head}; {eta}"
+    return line if width is None or len(line) <= width else f"{head};\n    {eta}"
 
 
 def _event_dict(record: Record) -> dict[str, Any]:
@@ -411,21 +435,33 @@ def cmd_verify(args: Any, ledger: Ledger, hooks: Hooks) -> int:
     return 0
 
 
-ROOT_HELP = "workspace root (env ADDM_ROOT; default: the current directory)"
-EXIT_CODES = """\
-Exit codes: 0 done; 1 ledger corrupt (one line naming the file, line and
-record); 2 bad input (an unknown or ambiguous id, a bad flag); 3 doctor found
-problems; 70 unexpected error (traceback saved under data/logs/)."""
+def root_help(env_name: str | None) -> str:
+    env = f"env {env_name}; " if env_name else ""
+    return f"workspace root ({env}default: the current directory)"
 
 
-def common_options(*, subcommand: bool) -> argparse.ArgumentParser:
-    """The options every ``addm-ledger`` command takes, before or after the subcommand name.
+EXIT_CODES = {
+    0: "done",
+    1: "ledger corrupt (one line naming the file, line and record)",
+    2: "bad input (an unknown or ambiguous id, a bad flag)",
+    70: "unexpected error (traceback saved under data/logs/)",
+}
+
+
+def exit_codes(more: Mapping[int, str]) -> str:
+    """The exit codes of every command, with those of the application's subcommands, in order."""
+    codes = {**EXIT_CODES, **more}
+    return "Exit codes: " + "; ".join(f"{code} {codes[code]}" for code in sorted(codes)) + "."
+
+
+def common_options(hooks: Hooks, *, subcommand: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after the subcommand name.
 
     On a subcommand they default to SUPPRESS, so a value given before the subcommand is not overwritten.
     """
     p = argparse.ArgumentParser(add_help=False)
     unset = {"default": argparse.SUPPRESS} if subcommand else {}
-    p.add_argument("--root", metavar="DIR", help=ROOT_HELP, **({"default": None} | unset))
+    p.add_argument("--root", metavar="DIR", help=root_help(hooks.root_env), **({"default": None} | unset))
     p.add_argument(
         "--json", action="store_true", help="print JSON (fields: docs/json.md)", **({"default": False} | unset)
     )
@@ -435,22 +471,20 @@ def common_options(*, subcommand: bool) -> argparse.ArgumentParser:
         help="every column and whole ids, however wide the lines",
         **({"default": False} | unset),
     )
-    p.add_argument(
-        "--crontab-file",
-        metavar="FILE",
-        help="the tab file the tool's cron entries are in, instead of your crontab (env ADDM_CRONTAB)",
-        **({"default": None} | unset),
-    )
+    for flag, keywords in hooks.options:
+        p.add_argument(flag, **({"default": None, **keywords} | unset))
     return p
 
 
-def _subcommand(sub: Any, name: str, prog: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:
+def _subcommand(
+    sub: Any, hooks: Hooks, name: str, prog: str, summary: str, description: str, epilog: str
+) -> argparse.ArgumentParser:
     p = sub.add_parser(
         name,
         help=summary,
         description=description,
         epilog=epilog,
-        parents=[common_options(subcommand=True)],
+        parents=[common_options(hooks, subcommand=True)],
         formatter_class=Formatter,
         conflict_handler="resolve",  # a subcommand may define a common option its own way
     )
@@ -464,8 +498,8 @@ def build_parser(prog: str, hooks: Hooks) -> argparse.ArgumentParser:
         description="Read the event ledger of a workspace: what each job and batch did, is doing and will do "
         "next. Ids (jobs, batches) may be shortened to any prefix that names only one, as printed by status.",
         epilog=f"Examples:\n  $ {prog} status\n  $ {prog} show job_2026\n  $ {prog} --root ~/ws status --json\n\n"
-        f"{EXIT_CODES}\n\nGuide: README.md; JSON fields: docs/json.md.",
-        parents=[common_options(subcommand=False)],
+        f"{exit_codes(hooks.exit_codes)}\n\nGuide: README.md; JSON fields: docs/json.md.",
+        parents=[common_options(hooks, subcommand=False)],
         formatter_class=Formatter,
         allow_abbrev=False,
     )
@@ -473,16 +507,19 @@ def build_parser(prog: str, hooks: Hooks) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = _subcommand(
         sub,
+        hooks,
         "status",
         prog,
         "one line per job, its batches below",
         "One line per job: its short id, what it runs, its state, items applied of all, failures, cost so far "
-        "and what happens next; below it, one line per batch: status, counts, ETA, cron entry. Fits the "
-        "terminal (80 columns in a pipe); --wide gives every column and whole ids, --json every field.",
+        "and what happens next; below it, one line per batch: status, counts, ETA, cron entry; and for a job of "
+        "several parts, its parts sent, done and waiting for room, and when the whole job should be done. Fits "
+        "the terminal (80 columns in a pipe); --wide gives every column and whole ids, --json every field.",
         f"Examples:\n  $ {prog} status\n  $ {prog} status --wide\n  $ {prog} status --json",
     )
     s = _subcommand(
         sub,
+        hooks,
         "show",
         prog,
         "the timeline of events of a job or a batch",
@@ -492,18 +529,19 @@ def build_parser(prog: str, hooks: Hooks) -> argparse.ArgumentParser:
     s.add_argument("id", metavar="ID", help="a job or batch id, or any prefix of it that names only one")
     s = _subcommand(
         sub,
+        hooks,
         "audit",
         prog,
         "every application of an item, or every item a batch applied",
-        "Every time a custom_id (one request: review::<task>::<business>::<review> or "
-        "sample::<policy>::<business>) was applied, by which batch and job, at which attempt; or, with --batch, "
-        "every custom_id that batch applied. An item applied once shows once.",
-        f"Examples:\n  $ {prog} audit 'review::G1a::BIZ::REVIEW'\n  $ {prog} audit --batch batch_5f2e",
+        f"Every time a custom_id ({hooks.item_ids}) was applied, by which batch and job, at which attempt; or, "
+        "with --batch, every custom_id that batch applied. An item applied once shows once.",
+        f"Examples:\n  $ {prog} audit {hooks.item_example}\n  $ {prog} audit --batch batch_5f2e",
     )
     s.add_argument("custom_id", nargs="?", metavar="CUSTOM_ID", help="the id of one request, as in the batch files")
     s.add_argument("--batch", metavar="BATCH_ID", help="a batch id (or a unique prefix of it) instead")
     _subcommand(
         sub,
+        hooks,
         "verify",
         prog,
         "check every record of the ledger",
@@ -513,7 +551,7 @@ def build_parser(prog: str, hooks: Hooks) -> argparse.ArgumentParser:
         f"Example:\n  $ {prog} verify",
     )
     for name, (configure, _) in hooks.commands.items():
-        s = _subcommand(sub, name, prog, "", "", "")
+        s = _subcommand(sub, hooks, name, prog, "", "", "")
         configure(s)
         summary = re.split(r"[.:;](?:\s|$)", s.description or "", maxsplit=1)[0]
         summary = hooks.helps.get(name) or summary[:1].lower() + summary[1:]
@@ -528,7 +566,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m ledger", h
     hooks = hooks or Hooks()
     args = build_parser(prog, hooks).parse_args(argv)
     try:
-        root = find_root(args.root)
+        root = find_root(args.root, hooks.root_env)
     except RootMissing as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,27 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar
+
+
+class Phase(StrEnum):
+    """Where a batch is in its life, in words of no one service (docs/ledger.md, "Batch phases").
+
+    The code that talks to a service says which phase each of its status words is; every decision reads the
+    phase, and the service's word is kept beside it for display.
+    """
+
+    SUBMITTED = "submitted"  # with the service, not started
+    RUNNING = "running"  # being run, or run and its results being written
+    STOPPING = "stopping"  # asked to stop: what already ran still comes
+    FINISHED = "finished"  # ended, every request run
+    FAILED = "failed"  # ended without running anything: refused as a whole
+    EXPIRED = "expired"  # ended when its time ran out
+    CANCELLED = "cancelled"  # ended because someone cancelled it
+
+
+ENDED = frozenset({Phase.FINISHED, Phase.FAILED, Phase.EXPIRED, Phase.CANCELLED})  # nothing more will run
 
 
 @dataclass(frozen=True)
@@ -68,11 +88,15 @@ class FileUploaded:
 
 @dataclass(frozen=True)
 class BatchCreated:
-    VERSION: ClassVar[int] = 1
+    """The service has the batch; v2: with its ``status`` (the service's word) and the ``phase`` that means."""
+
+    VERSION: ClassVar[int] = 2
     job_id: str
     idem_key: str
     batch_id: str
     adopted: bool = False
+    status: str = ""
+    phase: str = Phase.SUBMITTED
 
 
 @dataclass(frozen=True)
@@ -93,13 +117,17 @@ class CronRemoved:
 
 @dataclass(frozen=True)
 class BatchPolled:
-    """Recorded when the remote status or counts change, not on every poll, so the log grows with news only."""
+    """Recorded when the remote status or counts change, not on every poll, so the log grows with news only.
 
-    VERSION: ClassVar[int] = 1
+    v2: ``phase``, what ``status`` means (None: the record does not say, and the batch keeps the phase it had).
+    """
+
+    VERSION: ClassVar[int] = 2
     batch_id: str
     status: str
     counts: Mapping[str, int] = field(default_factory=dict)
     errors: tuple[Mapping[str, Any], ...] = ()
+    phase: str | None = None
 
 
 @dataclass(frozen=True)
@@ -251,15 +279,28 @@ EVENT_TYPES: dict[str, type] = {
     )
 }
 
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
 # (type name, version it upgrades from) -> function from that version's payload to the next version's payload.
-UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("PartPlanned", 1): lambda d: {**d, "ids_digest": None},
     ("CronRemoved", 1): lambda d: {**d, "by_user": False},
+    # Written before phases: only the application that wrote them knows its service's words (upcast_with).
+    ("BatchCreated", 1): lambda d: {**d, "status": "", "phase": Phase.SUBMITTED},
+    ("BatchPolled", 1): lambda d: {**d, "phase": None},
 }
 
 
 class SchemaError(ValueError):
     """A record this code cannot read faithfully (unknown type, newer version, wrong fields)."""
+
+
+def upcast_with(type_name: str, version: int, upcast: Upcaster) -> None:
+    """Read records of ``type_name`` v``version`` with the application's ``upcast``: for a field whose value in
+    older records only the application that wrote them knows (what its service's words meant)."""
+    if (type_name, version) not in UPCASTERS:
+        raise SchemaError(f"no upcaster for {type_name} v{version} to replace")
+    UPCASTERS[(type_name, version)] = upcast
 
 
 def to_payload(event: Event) -> tuple[str, int, dict[str, Any]]:

@@ -11,7 +11,6 @@ import textwrap
 from importlib import metadata
 
 WIDTH = 79  # one column spare: a line of exactly 80 makes some terminals wrap the cursor onto the next line
-DISTRIBUTION = "addm-batch"
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -46,11 +45,26 @@ def fill(text: str, initial_indent: str = "", subsequent_indent: str = "") -> st
 
 
 def version() -> str:
+    """The version of the installed distribution that ships this package, whatever it is named: the package
+    knows nothing of what it is shipped in. Looked up only when asked (it scans the installed distributions)."""
+    package = __name__.partition(".")[0]
     try:
-        return metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return metadata.version(metadata.packages_distributions()[package][0])
+    except (KeyError, IndexError, metadata.PackageNotFoundError):  # run from a checkout that was never installed
         return "unknown (not installed)"
 
 
+class _Version(argparse.Action):
+    """``--version``, its text made only when it is asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, prog: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+        self.prog = prog
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"{self.prog} {version()}")
+        parser.exit()
+
+
 def add_version(parser: argparse.ArgumentParser, prog: str) -> None:
-    parser.add_argument("--version", action="version", version=f"{prog} {version()}", help="print the version and exit")
+    parser.add_argument("--version", action=_Version, prog=prog, help="print the version and exit")

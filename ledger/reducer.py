@@ -27,14 +27,13 @@ from ledger.events import (
     JobCreated,
     JobFinalized,
     PartPlanned,
+    Phase,
     RunEnded,
     RunStarted,
     SendStarted,
     ServiceReached,
 )
 from ledger.log import Ledger, LedgerCorrupt, Record
-
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,8 @@ class BatchState:
     n_items: int
     attempt: int
     created_at: datetime
-    status: str = "validating"
+    status: str = ""  # the service's word, for display
+    phase: str = Phase.SUBMITTED  # what every decision reads (docs/ledger.md, "Batch phases")
     counts: Mapping[str, int] = field(default_factory=dict)
     errors: tuple[Mapping[str, Any], ...] = ()
     polled_at: datetime | None = None
@@ -86,12 +86,13 @@ class BatchState:
 
         The pace is measured between the first and the last poll that saw progress; when only one poll has seen
         any (the service often reports the first counts already well along), from the batch's creation instead,
-        which counts its wait in the queue as time spent and so errs late rather than early.
+        which counts its wait in the queue as time spent and so errs late rather than early. Once every request
+        has run (its results being written), there is no pace to extrapolate.
         """
-        if self.polled_at is None or self.status != "in_progress":
+        if self.polled_at is None or self.phase != Phase.RUNNING:
             return None
         done, total = int(self.counts.get("completed", 0)), int(self.counts.get("total", 0))
-        if total <= done or done <= 0:
+        if total <= done + int(self.counts.get("failed", 0)) or done <= 0:
             return None
         start, done_then = self.progress_from or (self.created_at, 0)
         if done <= done_then or self.polled_at <= start:
@@ -194,25 +195,30 @@ def apply(state: State, record: Record) -> State:
             job = state.jobs[job_id]
             part = replace(job.parts[idem], file_id=file_id)
             return _with_job(state, replace(job, parts={**job.parts, idem: part}, refused=None, updated_at=ts))
-        case BatchCreated(job_id=job_id, idem_key=idem, batch_id=batch_id, adopted=adopted):
+        case BatchCreated(job_id=job_id, idem_key=idem, batch_id=batch_id, adopted=adopted, status=status) as ev:
             job = state.jobs[job_id]
             part = replace(job.parts[idem], batch_id=batch_id)
             job = replace(
                 job, parts={**job.parts, idem: part}, batches=(*job.batches, batch_id), refused=None, updated_at=ts
             )
-            batch = BatchState(batch_id, job_id, idem, part.n_items, part.attempt, ts, adopted=adopted)
+            batch = BatchState(
+                batch_id, job_id, idem, part.n_items, part.attempt, ts, status=status, phase=ev.phase, adopted=adopted
+            )
             return _with_batch(_with_job(state, job), batch)
         case CronInstalled(batch_id=batch_id):
             return _with_batch(state, replace(state.batches[batch_id], cron=True, cron_by_user=False))
         case CronRemoved(batch_id=batch_id, by_user=by_user):
             batch = state.batches[batch_id]
             return _with_batch(state, replace(batch, cron=False, cron_by_user=by_user or batch.cron_by_user))
-        case BatchPolled(batch_id=batch_id, status=status, counts=counts, errors=errors):
+        case BatchPolled(batch_id=batch_id, status=status, counts=counts, errors=errors, phase=phase):
             batch = state.batches[batch_id]
+            phase = batch.phase if phase is None else phase
             base = batch.progress_from
-            if base is None and status == "in_progress":
+            if base is None and phase == Phase.RUNNING:
                 base = (ts, int(counts.get("completed", 0)))
-            batch = replace(batch, status=status, counts=dict(counts), errors=errors, polled_at=ts, progress_from=base)
+            batch = replace(
+                batch, status=status, phase=phase, counts=dict(counts), errors=errors, polled_at=ts, progress_from=base
+            )
             state = _with_batch(state, batch)
             job = state.jobs[batch.job_id]
             return _with_job(state, replace(job, refused=None)) if job.refused is not None else state
@@ -276,6 +282,25 @@ def apply(state: State, record: Record) -> State:
         case JobAbandoned(job_id=job_id):
             return _with_job(state, replace(state.jobs[job_id], abandoned_at=ts, updated_at=ts))
     raise TypeError(f"unknown event {type(record.event).__name__}")
+
+
+def job_eta(state: State, job: JobState) -> datetime | None:
+    """When the whole job should be done, at the pace its parts have ended so far.
+
+    The pace is the time from its first batch's creation to the latest end of one, per part ended; the parts
+    still to go (running, or waiting for room in the queue) follow at that pace from that latest end. It counts
+    batches run side by side as the queue allows, as they were. A batch that failed as a whole ran nothing and
+    says nothing of the pace. None while no part has ended yet, once none is left to go, and for a job that is over.
+    """
+    if not job.open:
+        return None
+    batches = state.batches_of(job.job_id)
+    ran = [b.settled_at for b in batches if b.settled_at is not None and b.phase != Phase.FAILED]
+    left = sum(p.batch_id is None or state.batches[p.batch_id].settled_at is None for p in job.parts.values())
+    if not ran or not left:
+        return None
+    start, last = min(b.created_at for b in batches), max(ran)
+    return last + left * (last - start) / len(ran)
 
 
 def job_condition(state: State, job: JobState, *, alive: bool = False) -> str:

@@ -47,6 +47,7 @@ from ledger.events import (  # noqa: E402
     JobCreated,
     JobFinalized,
     PartPlanned,
+    Phase,
     SendStarted,
 )
 from ledger.index import Index  # noqa: E402
@@ -96,7 +97,8 @@ def history(n_events: int, ids_per_job: int = 130) -> list[list]:
             BatchCreated(j, idem, b),
             CronInstalled(b, "*/5 * * * *"),
         ]
-        events += [BatchPolled(b, "in_progress", {"total": ids_per_job, "completed": k}) for k in range(86)]
+        counts = ({"total": ids_per_job, "completed": k} for k in range(86))
+        events += [BatchPolled(b, "in_progress", c, (), Phase.RUNNING) for c in counts]
         events += [
             FilesStored(b, {"output": {"file_id": f"file-o{job}", "bytes": 1, "sha256": "0"}}),
             FilesStored(b, {"error": {"file_id": None}}),
@@ -302,7 +304,7 @@ def _apply_workspace(root: Path, n_lines: int) -> str:
     from addm_integration.addm.extract import Extract
     from addm_integration.engine.plan import batch_lines, ids_digest
     from addm_integration.store.context import Context
-    from ledger.events import BatchCreated, BatchPolled, FilesStored, JobCreated, PartPlanned
+    from ledger.events import BatchCreated, BatchPolled, FilesStored, JobCreated, PartPlanned, Phase
 
     generate(root, n_restaurants=n_lines // 20 + 50, seed=9)
     ctx = Context.open(root)
@@ -326,7 +328,7 @@ def _apply_workspace(root: Path, n_lines: int) -> str:
         JobCreated(job_id, "extract", "24hrbatch", pipeline.key(), params, n_lines),
         PartPlanned(job_id, idem, n_lines, 0, 1, str(batch_dir / "input.jsonl"), "gpt-5-nano", None, ids_digest(ids)),
         BatchCreated(job_id, idem, batch_id),
-        BatchPolled(batch_id, "completed", {"total": n_lines, "completed": n_lines, "failed": 0}),
+        BatchPolled(batch_id, "completed", {"total": n_lines, "completed": n_lines, "failed": 0}, (), Phase.FINISHED),
         FilesStored(batch_id, files),
     )
     return batch_id
@@ -505,7 +507,7 @@ def _topic_workspace(root: Path, n_reviews: int, runs: int) -> tuple[str, int]:
         JobCreated(job_id, "extract", "24hrbatch", pipeline.key(), params, n_last),
         PartPlanned(job_id, idem, n_last, 0, 1, str(batch_dir / "input.jsonl"), "gpt-5-nano", None, ids_digest(ids)),
         BatchCreated(job_id, idem, batch_id),
-        BatchPolled(batch_id, "completed", {"total": n_last, "completed": n_last, "failed": 0}),
+        BatchPolled(batch_id, "completed", {"total": n_last, "completed": n_last, "failed": 0}, (), Phase.FINISHED),
         FilesStored(batch_id, files),
     )
     return batch_id, n_last

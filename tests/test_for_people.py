@@ -24,6 +24,7 @@ from conftest import KEY, MODULES, Workspace, submit_args
 
 from addm_integration import extract, run_baseline
 from addm_integration import ledger as ledger_cli
+from ledger.events import Phase
 from ledger.reducer import BatchState
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -115,6 +116,7 @@ def test_eta_comes_from_the_first_poll_that_saw_progress() -> None:
         1,
         created,
         status="in_progress",
+        phase=Phase.RUNNING,
         counts={"completed": 60, "total": 486},
         polled_at=polled,
         progress_from=(polled, 60),

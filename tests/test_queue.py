@@ -3,8 +3,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
+import pytest
 from conftest import Workspace, submit_args
+from freezegun import freeze_time
+
+from addm_integration import ledger as ledger_cli
+from ledger.events import BatchCreated, BatchPolled, BatchSettled, ItemsApplied, JobCreated, PartPlanned, Phase
+from ledger.log import Ledger
 
 TASK = ("--task", "G1a", "--limit", "1", "--max-batch-requests", "9")
 
@@ -48,3 +56,58 @@ def test_a_queue_capped_at_two_parts_finishes_the_job_through_cron_runs_alone(ws
     assert job["state"] == "finalized" and job["failed"] == 0
     attempts = {a["attempt"] for a in ws.ledger_json("audit", "--batch", job["batches"][-1]["batch_id"])}
     assert attempts == {1}  # a refusal for tokens costs no attempt
+
+
+def test_status_shows_the_whole_job_of_several_parts_and_when_it_should_be_done(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Parts sent, done and waiting, and an ETA at the pace parts ended so far; a refusal for tokens, which ran
+    nothing, tells nothing of the pace. Frozen time: the records and the reading happen at the times given."""
+
+    def status(*flags: str) -> str:
+        assert ledger_cli.main(["--root", str(tmp_path), "status", *flags]) == 0
+        return capsys.readouterr().out
+
+    def job_line(out: str) -> str:
+        (line,) = [line for line in out.splitlines() if line.startswith("  parts: ")]
+        return line
+
+    ledger = Ledger(tmp_path / "data" / "ledger")
+    refused = [{"code": "token_limit_exceeded", "message": "Enqueued token limit reached"}]
+    with freeze_time("2026-12-01 09:00:00") as clock:
+        params = {"pipeline": {"task": "G1a", "model": "gpt-5-nano"}, "cron": None}
+        ledger.append([JobCreated("j", "extract", "24hrbatch", "k", params, 40)])
+        ledger.append([PartPlanned("j", f"p{i}", 10, 4000, 1, f"/in{i}", "gpt-5-nano") for i in range(1, 5)])
+        ledger.append([BatchCreated("j", f"p{i}", f"b{i}", False, "validating") for i in (1, 2)])
+        clock.move_to("2026-12-01 09:30:00")
+        assert job_line(status()) == "  parts: 2 sent (0 done), 2 waiting for room; job eta unknown"
+        assert [job["eta"] for job in orjson.loads(status("--json"))] == [None]
+
+        clock.move_to("2026-12-01 10:00:00")  # the first part ends after an hour
+        ledger.append([BatchPolled("b1", "completed", {"total": 10, "completed": 10}, (), Phase.FINISHED)])
+        ledger.append(
+            [ItemsApplied("j", "b1", tuple(f"r{i}" for i in range(10)), 1), BatchSettled("b1", "done", 10, 0)]
+        )
+        clock.move_to("2026-12-01 10:05:00")  # the second is refused for tokens: sent again later, nothing ran
+        ledger.append([BatchPolled("b2", "failed", {}, tuple(refused), Phase.FAILED)])
+        ledger.append([BatchSettled("b2", "failed", 0, 0), PartPlanned("j", "p5", 10, 4000, 1, "/in5", "gpt-5-nano")])
+        clock.move_to("2026-12-01 10:10:00")
+        out = status()
+        # one part ended in the hour since the first was sent; three are left (p3, p4 and p2's items again)
+        assert job_line(out) == "  parts: 2 sent (2 done), 3 waiting for room; job eta 13:00 UTC (in 2h50m)"
+        assert all(len(line) <= 80 for line in out.splitlines()), out
+        assert [job["eta"] for job in orjson.loads(status("--json"))] == ["2026-12-01T13:00:00.000000Z"]
+
+
+def test_the_job_line_puts_its_eta_on_a_line_of_its_own_when_both_do_not_fit_80_columns() -> None:
+    from datetime import UTC, datetime
+
+    from ledger.cli import parts_summary
+
+    row = {"parts": {"sent": 1200, "waiting": 31000, "done": 1180}, "eta": "2026-12-09T17:05:00.000000Z"}
+    lines = parts_summary(row, datetime(2026, 12, 1, 9, 0, tzinfo=UTC), 80).splitlines()
+    assert lines == [
+        "  parts: 1200 sent (1180 done), 31000 waiting for room;",
+        "    job eta 2026-12-09 17:05 UTC (in 8d08h)",
+    ]
+    assert parts_summary(row, datetime(2026, 12, 1, 9, 0, tzinfo=UTC), None).count("\n") == 0  # --wide: one line

@@ -18,10 +18,10 @@ from addm_integration.provider import openai_api
 from addm_integration.schedule.entries import job_cron_table
 from addm_integration.store import credentials
 from addm_integration.store.context import Context
-from ledger.events import BatchPolled, CronRemoved, JobAbandoned
-from ledger.reducer import TERMINAL, JobState
+from ledger.events import ENDED, BatchPolled, CronRemoved, JobAbandoned, Phase
+from ledger.reducer import JobState
 
-STOPPING = TERMINAL | {"cancelling"}
+STOPPED = ENDED | {Phase.STOPPING}  # nothing left to cancel
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -60,17 +60,18 @@ def run(args: Any, ctx: Context) -> int:
 def _abandon(ctx: Context, job: JobState, *, cancel: bool) -> list[str]:
     """Cancel (when asked), then remove the entries, then record: a run stopped halfway is finished by the next."""
     state = ctx.job_state(job.job_id)
-    running = [b for b in state.batches_of(job.job_id) if b.status not in STOPPING]
+    running = [b for b in state.batches_of(job.job_id) if b.phase not in STOPPED]
     cancelled: list[str] = []
     if cancel and running:
         creds = credentials.resolve(ctx.ws.root, base_url=job.params.get("base_url"))
         api = openai_api.client(creds)
         for batch in running:
             remote = openai_api.retrieve(api, creds, batch.batch_id)
-            if remote.status not in STOPPING:  # one that ended meanwhile cannot be cancelled (409)
+            if openai_api.phase(remote.status) not in STOPPED:  # one that ended meanwhile cannot be cancelled (409)
                 remote = openai_api.cancel(api, creds, batch.batch_id)
                 cancelled.append(batch.batch_id)
-            ctx.record(BatchPolled(batch.batch_id, remote.status, dict(batch.counts), tuple(batch.errors)))
+            phase = openai_api.phase(remote.status)
+            ctx.record(BatchPolled(batch.batch_id, remote.status, dict(batch.counts), tuple(batch.errors), phase))
     table = job_cron_table(job)
     removed = 0
     for batch in state.batches_of(job.job_id):

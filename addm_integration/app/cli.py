@@ -23,7 +23,7 @@ from addm_integration.provider import openai_api
 from addm_integration.schedule.entries import CronSpec
 from addm_integration.store import credentials
 from addm_integration.store.context import Context
-from addm_integration.store.workspace import Workspace
+from addm_integration.store.workspace import ROOT_ENV, Workspace
 from ledger import failures
 from ledger.cli import RootMissing, batch_row, batch_summary, find_root, resolve_id
 from ledger.help import Formatter, add_version
@@ -190,7 +190,7 @@ def run(
     if args.replay and not args.batch_id:
         p.error("--replay needs --batch-id")
     try:
-        root = find_root(args.root)
+        root = find_root(args.root, ROOT_ENV)
     except RootMissing as exc:
         print(f"{p.prog}: {exc}", file=sys.stderr)
         return BadInput.exit_code

@@ -29,7 +29,7 @@ from addm_integration.schedule.entries import CronSpec, cron_tables, install_cro
 from addm_integration.store import credentials
 from addm_integration.store.context import Context
 from addm_integration.store.ownership import workspace_id
-from ledger.events import CronRemoved
+from ledger.events import ENDED, CronRemoved
 from ledger.help import fill
 from ledger.reducer import State
 
@@ -158,7 +158,7 @@ def _orphans(ctx: Context, state: State) -> Iterator[Finding]:
         for batch in remote:
             metadata = batch.metadata or {}
             idem = metadata.get(openai_api.IDEM_METADATA_KEY)
-            if not idem or batch.id in known or batch.status in ("completed", "failed", "expired", "cancelled"):
+            if not idem or batch.id in known or openai_api.phase(batch.status) in ENDED:
                 continue
             job_id = metadata.get(openai_api.JOB_METADATA_KEY)
             owner = metadata.get(openai_api.WORKSPACE_METADATA_KEY)

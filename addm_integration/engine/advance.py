@@ -37,8 +37,8 @@ from addm_integration.provider.outcomes import Outcome, from_batch_line
 from addm_integration.schedule.entries import job_cron_table, resume_cron
 from addm_integration.store import credentials
 from addm_integration.store.context import Context
-from ledger.events import BatchPolled, BatchSettled, CronRemoved, FilesStored
-from ledger.reducer import TERMINAL, BatchState, JobState, State
+from ledger.events import ENDED, BatchPolled, BatchSettled, CronRemoved, FilesStored, Phase
+from ledger.reducer import BatchState, JobState, State
 
 _LEADING_ID = re.compile(rb'\{"custom_id":("(?:[^"\\]|\\.)*")')
 
@@ -175,9 +175,10 @@ def _poll_and_store(ctx: Context, job: JobState, batch: BatchState) -> bool:
     counts = remote.request_counts.model_dump() if remote.request_counts else {}
     errors = openai_api.batch_errors(remote)
     news = (remote.status, counts, errors) != (batch.status, dict(batch.counts), tuple(batch.errors))
+    phase = openai_api.phase(remote.status)
     if news or job.refused is not None:  # a poll that got through also lifts an earlier refusal
-        ctx.record(BatchPolled(batch.batch_id, remote.status, counts, errors))
-    if remote.status not in TERMINAL:
+        ctx.record(BatchPolled(batch.batch_id, remote.status, counts, errors, phase))
+    if phase not in ENDED:
         return False
     stored = dict(batch.files or {})
     for kind, file_id in (("output", remote.output_file_id), ("error", remote.error_file_id)):
@@ -267,9 +268,9 @@ def _match_submitted(ctx: Context, job: JobState, batch: BatchState, outcomes: d
         del outcomes[cid]
     reason = _failure_reason(batch)
     for cid in sorted(submitted - outcomes.keys()):
-        if batch.status == "failed":
+        if batch.phase == Phase.FAILED:
             outcomes[cid] = Outcome(cid, error=f"batch failed: {reason or 'no reason given'}", retryable=False)
-        elif batch.status == "cancelled":  # someone cancelled on purpose: what did not run is not sent again
+        elif batch.phase == Phase.CANCELLED:  # someone cancelled on purpose: what did not run is not sent again
             outcomes[cid] = Outcome(cid, error="batch_cancelled", retryable=False)
         else:
             outcomes[cid] = Outcome(cid, error="missing from both result files", retryable=True)
@@ -314,7 +315,7 @@ def _settle(ctx: Context, pipeline: Pipeline, state: State, batch_id: str, kind:
     line = f"batch {batch_id} {batch.status}: {len(result.applied)} applied, {len(result.failures)} failed"
     if unroutable:
         line += f", {unroutable} result lines matched no submitted request"
-    if batch.status == "failed":
+    if batch.phase == Phase.FAILED:
         codes = {e.get("code") for e in batch.errors}
         if pacing.TOKEN_LIMIT in codes:
             line += f" ({reason}); nothing ran and nothing is billed: sent again by itself once another batch ends"

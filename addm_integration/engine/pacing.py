@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from ledger.reducer import TERMINAL, BatchState, JobState, PartState, State
+from ledger.events import ENDED, Phase
+from ledger.reducer import BatchState, JobState, PartState, State
 
 TOKEN_LIMIT = "token_limit_exceeded"
 DEFAULT_MAX_ENQUEUED_TOKENS = 20_000_000  # per model; usage tier 2's cap. Tier 1 accounts set 2,000,000
@@ -25,7 +26,7 @@ def estimate(part: PartState) -> int:
 
 def refused_for_tokens(batch: BatchState) -> bool:
     """The batch failed at validation for the enqueued-token cap: its items never ran and are sent again."""
-    return batch.status == "failed" and any(e.get("code") == TOKEN_LIMIT for e in batch.errors)
+    return batch.phase == Phase.FAILED and any(e.get("code") == TOKEN_LIMIT for e in batch.errors)
 
 
 def _part(state: State, batch: BatchState) -> PartState | None:
@@ -38,7 +39,7 @@ def enqueued(state: State) -> dict[str, int]:
     out: dict[str, int] = {}
     for batch in state.batches.values():
         part = _part(state, batch)
-        if part is not None and not batch.settled and batch.status not in TERMINAL:
+        if part is not None and not batch.settled and batch.phase not in ENDED:
             out[part.model] = out.get(part.model, 0) + estimate(part)
     return out
 

@@ -57,7 +57,8 @@ def send_part(ctx: Context, api: OpenAI, creds: credentials.Credentials, job: Jo
     else:
         batch = existing
     keep_input(ctx, part, batch.id)
-    ctx.record(BatchCreated(job.job_id, part.idem_key, batch.id, adopted=existing is not None))
+    status, adopted = batch.status, existing is not None
+    ctx.record(BatchCreated(job.job_id, part.idem_key, batch.id, adopted, status, openai_api.phase(status)))
     Path(part.input_path).unlink(missing_ok=True)
     return batch.id
 

@@ -20,6 +20,7 @@ import orjson
 from addm_integration.errors import BadInput, Refused, Transient
 from addm_integration.store.credentials import Credentials
 from addm_integration.store.workspace import atomic_file
+from ledger.events import Phase, upcast_with
 
 if TYPE_CHECKING:  # the SDK takes most of a second to import: only runs that talk to the API pay for it
     from openai import AsyncOpenAI, OpenAI, Timeout
@@ -32,6 +33,31 @@ WORKSPACE_METADATA_KEY = "addm_workspace"  # the id of the workspace that sent t
 RETRYABLE_STATUS = frozenset({408, 429})
 UNANSWERED = frozenset({"timed out", "connection failed"})  # describe()'s words for a call nobody answered
 _SECRET = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
+
+
+# The Batch API's status words as the ledger's phases (docs/ledger.md, "Batch phases").
+PHASES = {
+    "validating": Phase.SUBMITTED,
+    "in_progress": Phase.RUNNING,
+    "finalizing": Phase.RUNNING,
+    "cancelling": Phase.STOPPING,
+    "completed": Phase.FINISHED,
+    "failed": Phase.FAILED,
+    "expired": Phase.EXPIRED,
+    "cancelled": Phase.CANCELLED,
+}
+CREATED_STATUS = "validating"  # what a new batch says, and what records older than phases assumed
+
+
+def phase(status: str) -> Phase:
+    """The phase of a batch the service says is ``status``; a word it adds later is polled again, never an end."""
+    return PHASES.get(status, Phase.RUNNING)
+
+
+def read_older_records() -> None:
+    """Tell the ledger what records written before phases meant: their status words were this service's."""
+    upcast_with("BatchPolled", 1, lambda d: {**d, "phase": phase(d["status"])})
+    upcast_with("BatchCreated", 1, lambda d: {**d, "status": CREATED_STATUS, "phase": Phase.SUBMITTED})
 
 
 TIMEOUT_ENV = "ADDM_TIMEOUT"

@@ -15,6 +15,8 @@ import orjson
 
 from ledger.log import fsync_dir
 
+ROOT_ENV = "ADDM_ROOT"  # names the workspace root when --root is not given
+
 
 @dataclass(frozen=True)
 class Workspace:
