@@ -521,7 +521,7 @@ def _topic_workspace(root: Path, n_reviews: int, runs: int) -> tuple[str, int]:
         cache.merge(topics.RAW, {topics.raw_key(topic, r, m, k): j for (r, m, k), j in earlier.items()})
     # the running tally as the earlier parts' applies would have left it
     tally = pipeline._count_stored(pipeline.reviews(job_id))
-    ctx.ws.votes(job_id).write_bytes(orjson.dumps(tally))
+    ctx.ws.votes(job_id).write_bytes(orjson.dumps({t: v.tallies for t, v in tally.items()}))
     params = {"pipeline": pipeline.params(), "base_url": "http://127.0.0.1:9/v1", "cron": None, "max_attempts": 1}
     files = {"output": {"file_id": "file-o"}, "error": {"file_id": None}}
     n_last = len(ids)
