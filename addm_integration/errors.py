@@ -40,6 +40,16 @@ class Corrupt(AddmError):
     exit_code = 1
 
 
+class DamagedFile(AddmError):
+    """A file the tool wrote and relies on (a batch's stored input, output or error file, a job's snapshot of its
+    inputs) is missing, changed since it was recorded, or malformed: nothing was applied from it.
+
+    Not ``Corrupt``: the ledger itself is sound, and the line names the file to restore, not the ledger.
+    """
+
+    exit_code = 1
+
+
 def translate(exc: BaseException) -> failures.Translation | None:
     """(exit code, line) of every failure we know, ours first, then the ledger's and the system's."""
     if isinstance(exc, AddmError):

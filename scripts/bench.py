@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -297,11 +299,36 @@ def _child(code: str, *args: str) -> tuple[float, float]:
     return float(seconds), float(rss)
 
 
+def best_of(repeat: int, cases: dict[str, Callable[[], tuple[float, float]]]) -> list[tuple[float, float]]:
+    """(best time, peak RSS) of each case over ``repeat`` rounds, in the order given.
+
+    The cases take turns within each round, so that a noisy moment of a shared machine hits every side alike.
+    """
+    runs: dict[str, list[tuple[float, float]]] = {label: [] for label in cases}
+    for _ in range(repeat):
+        for label, case in cases.items():
+            runs[label].append(case())
+    return [(min(t for t, _ in r), max(m for _, m in r)) for r in runs.values()]
+
+
+def _child_in_copy(template: Path, root: Path, code: str, *args: str) -> Callable[[], tuple[float, float]]:
+    """A case that runs ``code`` in a fresh copy of ``template`` at ``root``: each round starts from the same files."""
+
+    def case() -> tuple[float, float]:
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.copytree(template, root)
+        os.sync()  # the copy's dirty pages must not land inside the measured fsyncs
+        return _child(code, str(root), *args)
+
+    return case
+
+
 def _apply_workspace(root: Path, n_lines: int) -> str:
     """A workspace whose ledger holds one completed batch of ``n_lines`` with its files stored: fetch only applies."""
     from fake_openai import chat_completion
 
     from addm_integration.addm.extract import Extract
+    from addm_integration.engine.pipeline import job_key
     from addm_integration.engine.plan import batch_lines, ids_digest
     from addm_integration.store.context import Context
     from ledger.events import BatchCreated, BatchPolled, FilesStored, JobCreated, PartPlanned, Phase
@@ -325,7 +352,7 @@ def _apply_workspace(root: Path, n_lines: int) -> str:
     params = {"pipeline": pipeline.params(), "base_url": "http://127.0.0.1:9/v1", "cron": None, "max_attempts": 1}
     files = {"output": {"file_id": "file-o"}, "error": {"file_id": None}}
     ctx.record(
-        JobCreated(job_id, "extract", "24hrbatch", pipeline.key(), params, n_lines),
+        JobCreated(job_id, "extract", "24hrbatch", job_key(ctx, pipeline), params, n_lines),
         PartPlanned(job_id, idem, n_lines, 0, 1, str(batch_dir / "input.jsonl"), "gpt-5-nano", None, ids_digest(ids)),
         BatchCreated(job_id, idem, batch_id),
         BatchPolled(batch_id, "completed", {"total": n_lines, "completed": n_lines, "failed": 0}, (), Phase.FINISHED),
@@ -342,10 +369,9 @@ def _prefill(cache: Path, n: int) -> None:
 
 
 def bench_scale(n_lines: int, cache_size: int, repeat: int) -> None:
-    """Each apply timing is the best of ``repeat`` runs, interleaved, so that a noisy moment hits both sides alike."""
-    import shutil
-
+    """Each apply timing is the best of ``repeat`` runs (``best_of``)."""
     from addm_integration.addm.inputs import read_task
+    from addm_integration.store.workspace import Workspace
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -353,26 +379,23 @@ def bench_scale(n_lines: int, cache_size: int, repeat: int) -> None:
         batch_id = _apply_workspace(template, n_lines)
         output = template / "data" / "batches" / batch_id / "output.jsonl"
         line(f"output file: {n_lines:,} lines", f"{output.stat().st_size / 1e6:.0f} MB")
-        snapshot = template / "data" / "ledger" / "runs" / "job_bench.reviews.json"
+        snapshot = Workspace(template).snapshot("job_bench")
         full_template = tmp_path / "full-template"
         shutil.copytree(template, full_template)
         _prefill(full_template / "data" / "answers" / "yelp" / "cache.json", cache_size)
-        runs: dict[str, list[tuple[float, float]]] = {"bare": [], "empty": [], "full": []}
         term_hash = read_task(template / "data" / "tasks" / "yelp" / "G1a.json").fingerprint
-        for _ in range(repeat):
-            runs["bare"].append(_child(_BARE_APPLY, str(output), str(tmp_path / "bare.json"), str(snapshot), term_hash))
-            for label, source in (("empty", template), ("full", full_template)):
-                root = tmp_path / label
-                shutil.rmtree(root, ignore_errors=True)
-                shutil.copytree(source, root)
-                os.sync()  # the copies' dirty pages must not land inside the measured fsyncs
-                runs[label].append(_child(_APPLY, str(root), batch_id))
+        bare_args = (str(output), str(tmp_path / "bare.json"), str(snapshot), term_hash)
+        (bare, bare_rss), (empty, empty_rss), (full, full_rss) = best_of(
+            repeat,
+            {
+                "bare": lambda: _child(_BARE_APPLY, *bare_args),
+                "empty": _child_in_copy(template, tmp_path / "empty", _APPLY, batch_id),
+                "full": _child_in_copy(full_template, tmp_path / "full", _APPLY, batch_id),
+            },
+        )
         ours = orjson.loads((tmp_path / "empty" / "data" / "answers" / "yelp" / "cache.json").read_bytes())
         if ours != orjson.loads((tmp_path / "bare.json").read_bytes()):
             raise SystemExit("the bare baseline and the apply wrote different judgments: the comparison is void")
-        (bare, bare_rss), (empty, empty_rss), (full, full_rss) = (
-            (min(t for t, _ in runs[k]), max(r for _, r in runs[k])) for k in ("bare", "empty", "full")
-        )
         line("apply timings: best of", f"{repeat} runs each")
         line("bare baseline: parse the file, write the same judgments once", f"{bare:.2f} s, RSS {bare_rss:.0f} MB")
         line("apply into an empty cache", f"{empty:.2f} s, peak RSS {empty_rss:.0f} MB")
@@ -435,6 +458,7 @@ def _topic_workspace(root: Path, n_reviews: int, runs: int) -> tuple[str, int]:
     from addm_integration.addm import topics
     from addm_integration.addm.extract import TopicExtract
     from addm_integration.addm.inputs import read_task
+    from addm_integration.engine.pipeline import job_key
     from addm_integration.engine.plan import ids_digest
     from addm_integration.store.cache import JudgmentCache
     from addm_integration.store.context import Context
@@ -497,12 +521,12 @@ def _topic_workspace(root: Path, n_reviews: int, runs: int) -> tuple[str, int]:
         cache.merge(topics.RAW, {topics.raw_key(topic, r, m, k): j for (r, m, k), j in earlier.items()})
     # the running tally as the earlier parts' applies would have left it
     tally = pipeline._count_stored(pipeline.reviews(job_id))
-    (root / "data/ledger/runs" / f"{job_id}.votes.json").write_bytes(orjson.dumps(tally))
+    ctx.ws.votes(job_id).write_bytes(orjson.dumps(tally))
     params = {"pipeline": pipeline.params(), "base_url": "http://127.0.0.1:9/v1", "cron": None, "max_attempts": 1}
     files = {"output": {"file_id": "file-o"}, "error": {"file_id": None}}
     n_last = len(ids)
     ctx.record(
-        JobCreated(job_id, "extract", "24hrbatch", pipeline.key(), params, n_last),
+        JobCreated(job_id, "extract", "24hrbatch", job_key(ctx, pipeline), params, n_last),
         PartPlanned(job_id, idem, n_last, 0, 1, str(batch_dir / "input.jsonl"), "gpt-5-nano", None, ids_digest(ids)),
         BatchCreated(job_id, idem, batch_id),
         BatchPolled(batch_id, "completed", {"total": n_last, "completed": n_last, "failed": 0}, (), Phase.FINISHED),
@@ -513,8 +537,6 @@ def _topic_workspace(root: Path, n_reviews: int, runs: int) -> tuple[str, int]:
 
 def bench_topic(n_reviews: int, runs: int, repeat: int) -> None:
     """The last part of a topic job applied, then the whole job aggregated, against the bare parse of that part."""
-    import shutil
-
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         template = tmp_path / "template"
@@ -524,19 +546,16 @@ def bench_topic(n_reviews: int, runs: int, repeat: int) -> None:
         line(f"topic job: 2 models x {runs} runs of {n_last:,} reviews", f"{2 * runs * n_last:,} requests")
         line("  judgement cache before the last part", f"{cache.stat().st_size / 1e6:.0f} MB")
         line(f"  last part's output: {n_last:,} lines", f"{output.stat().st_size / 1e6:.0f} MB")
-        bare, ours = [], []
-        for _ in range(repeat):
-            bare.append(_child(_BARE_PARSE, str(output)))
-            root = tmp_path / "run"
-            shutil.rmtree(root, ignore_errors=True)
-            shutil.copytree(template, root)
-            os.sync()
-            ours.append(_child(_TOPIC_FETCH, str(root), batch_id))
+        (b, b_rss), (o, o_rss) = best_of(
+            repeat,
+            {
+                "bare": lambda: _child(_BARE_PARSE, str(output)),
+                "ours": _child_in_copy(template, tmp_path / "run", _TOPIC_FETCH, batch_id),
+            },
+        )
         done = orjson.loads((tmp_path / "run" / "data/answers/yelp/judgement_cache.json").read_bytes())
         if len(done["aggregated"]) != n_last or len(done["raw"]) != 2 * runs * n_last:
             raise SystemExit("the fetch did not apply and aggregate the whole job: the comparison is void")
-        b, o = min(t for t, _ in bare), min(t for t, _ in ours)
-        b_rss, o_rss = max(r for _, r in bare), max(r for _, r in ours)
         line("timings: best of", f"{repeat} runs each")
         line("bare parse of the last part's output", f"{b:.2f} s, RSS {b_rss:.0f} MB")
         line("apply of the last part + aggregate of the job", f"{o:.2f} s, peak RSS {o_rss:.0f} MB")

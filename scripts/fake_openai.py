@@ -1,4 +1,5 @@
-"""A local, stdlib-only fake of the OpenAI Files, Batches and Chat Completions APIs.
+"""A local fake of the OpenAI Files, Batches and Chat Completions APIs (the standard library, plus the project's one
+atomic write for ``--url-file``).
 
 Why it exists: the pipeline must be exercised end to end (upload, batch lifecycle, partial results,
 retries, crashes mid-call) without spending money or waiting 24 hours, and the tests must talk to it
@@ -28,7 +29,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import secrets
 import signal
 import sys
@@ -40,8 +40,11 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from addm_integration.store.workspace import atomic_file
 
 __all__ = ["FakeOpenAI", "chat_completion", "generate_from_schema", "main", "parse_batch_input"]
 
@@ -308,8 +311,9 @@ def _message_text(messages: list[Any]) -> str:
     return "".join(parts)
 
 
-def _chat_error(message: str, param: str | None = None, code: str | None = None) -> tuple[int, dict[str, Any]]:
-    return 400, error_body(message, "invalid_request_error", param, code)
+def prompt_tokens(messages: Any) -> int:
+    """The input tokens of a request, as its usage reports them and the enqueued-token limit counts them."""
+    return math.ceil(len(_message_text(messages if isinstance(messages, list) else [])) / 4)
 
 
 def chat_completion(body: Any, *, garbage: bool = False) -> tuple[int, dict[str, Any]]:
@@ -319,30 +323,14 @@ def chat_completion(body: Any, *, garbage: bool = False) -> tuple[int, dict[str,
     which is what the pipeline relies on when it mixes the two modes. ``garbage`` returns a 200 whose
     content is not valid JSON, to rehearse a model that ignores the schema.
     """
-    if not isinstance(body, Mapping):
-        return _chat_error("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        return _chat_error("you must provide a model parameter", "model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return _chat_error("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
-    if body.get("stream"):
-        return _chat_error("fake_openai does not implement streaming chat completions.", "stream")
     refused = check_chat_request(body)
     if refused is not None:
-        return 400, refused.body
+        return refused.status, refused.body
     response_format = body.get("response_format")
     seed = canonical_seed(body)
     content: str
     if isinstance(response_format, Mapping) and response_format.get("type") == "json_schema":
-        spec = response_format.get("json_schema")
-        if not isinstance(spec, Mapping):
-            return _chat_error(
-                "Missing required parameter: 'response_format.json_schema'.",
-                "response_format.json_schema",
-                "missing_required_parameter",
-            )
+        spec = response_format["json_schema"]  # checked above
         schema = spec.get("schema") if isinstance(spec.get("schema"), Mapping) else {"type": "object"}
         value = generate_from_schema(schema, seed)
         content = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
@@ -353,13 +341,13 @@ def chat_completion(body: Any, *, garbage: bool = False) -> tuple[int, dict[str,
         content = f"This is a deterministic reply from fake_openai: {_phrase(seed, '$text').lower()}."
     if garbage:
         content = "Sure! Here is the JSON you asked for: " + content[: len(content) // 2]
-    prompt_tokens = math.ceil(len(_message_text(messages)) / 4)
+    prompt = prompt_tokens(body["messages"])
     completion_tokens = math.ceil(len(content) / 4)
     return 200, {
         "id": f"chatcmpl-{seed[:24]}",
         "object": "chat.completion",
         "created": CHAT_CREATED,
-        "model": model,
+        "model": body["model"],
         "choices": [
             {
                 "index": 0,
@@ -369,9 +357,9 @@ def chat_completion(body: Any, *, garbage: bool = False) -> tuple[int, dict[str,
             }
         ],
         "usage": {
-            "prompt_tokens": prompt_tokens,
+            "prompt_tokens": prompt,
             "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
+            "total_tokens": prompt + completion_tokens,
             "prompt_tokens_details": {"cached_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0},
         },
@@ -419,17 +407,27 @@ def is_reasoning_model(model: str) -> bool:
     return model.startswith(REASONING_MODEL_PREFIXES) and "-chat" not in model
 
 
-def check_chat_request(body: Mapping[str, Any]) -> ApiError | None:
+def check_chat_request(body: Any) -> ApiError | None:
     """The 400 the real API answers to this chat completion body, or None when it would accept it.
 
-    Why: a fake that answers anything lets a request the service refuses pass every test; these are the
-    refusals a request builder can cause (unknown or unsupported parameters, bad roles, a strict schema
-    outside the documented subset), worded as the service words them.
+    The one validation of a chat request, a live call's and a batch line's alike. Why: a fake that answers
+    anything lets a request the service refuses pass every test; these are the refusals a request builder can
+    cause (a missing model or messages, unknown or unsupported parameters, bad roles, a strict schema outside
+    the documented subset), worded as the service words them.
     """
+    if not isinstance(body, Mapping):
+        return _bad("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return _bad("you must provide a model parameter", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _bad("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
+    if body.get("stream"):
+        return _bad("fake_openai does not implement streaming chat completions.", "stream")
     for name in body:
         if name not in CHAT_PARAMETERS:
             return _bad(f"Unrecognized request argument supplied: {name}")
-    model = str(body["model"])
     if is_reasoning_model(model):
         for name in UNSUPPORTED_ON_REASONING:
             if body.get(name) is not None:
@@ -1488,7 +1486,7 @@ class FakeOpenAI:
         if errors:
             self._fail(batch, errors, at)
             return False
-        batch.tokens = sum(math.ceil(len(_message_text(line["body"].get("messages") or [])) / 4) for line in lines)
+        batch.tokens = sum(prompt_tokens(line["body"].get("messages")) for line in lines)
         if self.enqueued_token_limit is not None and self._enqueued(batch, model) > self.enqueued_token_limit:
             self._fail(batch, [self._token_limit_error(batch)], at)
             return False
@@ -1677,15 +1675,6 @@ class FakeOpenAI:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: str, text: str) -> None:
-    """Write then rename, so a reader polling for the file never sees a half-written url."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; print the base url as the first stdout line."""
     parser = argparse.ArgumentParser(description="Local fake OpenAI server (Files, Batches, Chat Completions).")
@@ -1733,7 +1722,9 @@ def main(argv: list[str] | None = None) -> int:
     url = server.start()
     try:
         if args.url_file:
-            _write_atomic(args.url_file, url + "\n")
+            # a reader polling for the file never sees a half-written url; it need not survive a power cut
+            with atomic_file(Path(args.url_file), durable=False) as out:
+                out.write(url.encode() + b"\n")
         print(url, flush=True)
         while not stop.wait(0.5):
             pass

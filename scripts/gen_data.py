@@ -13,8 +13,8 @@ script writes, under a workspace root, everything the two pipelines read, in the
   incidents deliberately planted in the reviews, so that scoring has real signal.
 
 Everything is drawn from one ``random.Random(seed)`` and no clock is read, so the same arguments always give
-byte-identical files (tests and benchmarks compare runs). Each file is written atomically (temp + rename)
-so a reader never sees a half-written input.
+byte-identical files (tests and benchmarks compare runs). Each file is written through the project's one atomic
+write (temp, fsync, rename; a file replaced keeps its mode), so a reader never sees a half-written input.
 
 Usage: ``python scripts/gen_data.py --root DIR [--restaurants 100] [--k 25] [--seed 0] [--domain yelp] [--force]``.
 """
@@ -24,14 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from addm_integration.store.workspace import atomic_write
 
 __all__ = [
     "GENERATED_AT",
@@ -1053,21 +1053,6 @@ def _restaurant(
 # --------------------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory and rename, so readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _json_bytes(obj: Any) -> bytes:
     """Pretty JSON in insertion order (no key sorting: field order is part of the documented shapes)."""
     return (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
@@ -1165,7 +1150,7 @@ def generate(
             if path.exists() and (not path.is_file() or path.read_bytes() != data):
                 raise FileExistsError(f"{path} exists and is not what this would write; --force replaces it")
     for path, data in outputs.items():
-        _atomic_write(path, data)
+        atomic_write(path, data)  # readers see the old file or the new one, never half of it
     return {
         "restaurants": len(records),
         "reviews": sum(r["review_count_actual"] for r in records),

@@ -177,8 +177,8 @@ def test_dry_run_figures_match_what_a_real_submit_sends(ws: Workspace) -> None:
 
 def test_snapshot_of_a_job_never_recorded_is_removed(ws: Workspace) -> None:
     _finished_batch(ws)
-    kept = list((ws.root / "data" / "ledger" / "runs").glob("*.reviews.json"))
-    orphan = ws.root / "data" / "ledger" / "runs" / "job_20260101_000000_abcdef.reviews.json"
+    kept = list((ws.root / "data" / "ledger" / "runs").glob("*.inputs.json"))
+    orphan = ws.root / "data" / "ledger" / "runs" / "job_20260101_000000_abcdef.inputs.json"
     orphan.write_bytes(b"{}")  # what a submit killed between its snapshot and its JobCreated record leaves
     (finding,) = _doctor(ws)
     assert (finding["kind"], finding["subject"], finding["safe"]) == ("leftover-file", str(orphan), True)

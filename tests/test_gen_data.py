@@ -280,3 +280,19 @@ def test_default_size_is_realistic_and_fast(tmp_path: Path) -> None:
     mentioning = sum(bool(ALLERGY_RE.search(t)) for t in texts)
     assert mentioning == summary["allergy_reviews"]
     assert 0.08 <= mentioning / len(texts) <= 0.16
+
+
+def test_a_file_written_again_keeps_its_mode_and_a_new_one_follows_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        generate(tmp_path, n_restaurants=2)
+        dataset = _paths(tmp_path, 25, "yelp")["dataset"]
+        assert stat.S_IMODE(dataset.stat().st_mode) == 0o644  # a dataset others may read, as any new file
+        dataset.chmod(0o640)
+        generate(tmp_path, n_restaurants=3, force=True)
+        assert stat.S_IMODE(dataset.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)

@@ -7,7 +7,7 @@ never contain the separator and decoding is a plain split: lossless for every st
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 SEP = "::"
 
@@ -111,3 +111,19 @@ def parse(custom_id: str) -> ReviewId | SampleId | RunId:
         if run.isascii() and run[0] != "0":
             return RunId(parts[1], parts[2], parts[3], parts[4], int(run))
     raise CustomIdError(f"not an ADDM custom_id: {custom_id!r}")
+
+
+Target = TypeVar("Target", ReviewId, SampleId, RunId)
+
+
+def route(custom_id: str, kind: type[Target]) -> Target | None:
+    """The item a result line names, when it is a ``kind``; None for a malformed id or another pipeline's line.
+
+    The one reading of a result line's custom_id by both pipelines; each then checks that the item is one its job
+    asked for (once per line of a 50,000-line batch: kept to a parse and a type check).
+    """
+    try:
+        target = parse(custom_id)
+    except CustomIdError:
+        return None
+    return target if type(target) is kind else None  # type: ignore[return-value]

@@ -6,7 +6,7 @@ so a rerun after any failure asks only for what is missing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 import orjson
 
 from addm_integration.addm import answers, topics
-from addm_integration.addm.custom_id import CustomIdError, ReviewId, RunId, parse
-from addm_integration.addm.inputs import ENRICHMENT, Task, read_dataset, read_json, read_task
-from addm_integration.engine.pipeline import Applied, WorkItem
+from addm_integration.addm.custom_id import ReviewId, RunId, route
+from addm_integration.addm.inputs import ENRICHMENT, Task, read_dataset, read_task
+from addm_integration.engine.pipeline import Settled, WorkItem, keep_inputs, kept_inputs, load_kept
 from addm_integration.errors import BadInput
 from addm_integration.provider.outcomes import Outcome, unparsable
 from addm_integration.store.cache import FINGERPRINT, JudgmentCache
@@ -102,6 +102,7 @@ def load_task(ctx: Context, domain: str, task_id: str) -> Task:
 class Extract:
     name: ClassVar[str] = "extract"
     module: ClassVar[str] = "addm_integration.extract"
+    unkeyed: ClassVar[frozenset[str]] = frozenset()
     ctx: Context
     task_id: str
     domain: str = "yelp"
@@ -120,8 +121,10 @@ class Extract:
     def params(self) -> dict[str, Any]:
         return {"task": self.task_id, "domain": self.domain, "k": self.k, "limit": self.limit, "model": self.model}
 
-    def key(self) -> str:
-        return f"extract|{self.domain}|{self.task_id}|K{self.k}|limit={self.limit}|{self.model}"
+    @staticmethod
+    def key_before(params: Mapping[str, Any]) -> str | None:
+        p = params
+        return f"extract|{p['domain']}|{p['task']}|K{p['k']}|limit={p['limit']}|{p['model']}"
 
     @property
     def task(self) -> Task:
@@ -137,9 +140,6 @@ class Extract:
             for review in record["reviews"]:
                 yield record["business_id"], review
 
-    def snapshot_path(self, job_id: str) -> Path:
-        return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.reviews.json"
-
     def reviews(self, job_id: str | None) -> dict[str, list[Any]]:
         """review_id -> facts of the job's reviews, as its last submit saw them in the dataset.
 
@@ -147,8 +147,7 @@ class Extract:
         review texts again, and a replay post mortem routes exactly as the first apply did.
         """
         if self._reviews is None:
-            path = self.snapshot_path(job_id) if job_id is not None else None
-            self._reviews = read_json(path, "review snapshot") if path and path.exists() else self._from_dataset()
+            self._reviews = kept_inputs(self.ctx.ws, job_id, self._from_dataset)
         return self._reviews
 
     def _from_dataset(self) -> dict[str, list[Any]]:
@@ -162,16 +161,15 @@ class Extract:
         task = self.task
         self._reviews = reviews = self._from_dataset()  # the dataset as it is now: this submit's snapshot
         done = self.cache.present(self.task_id, reviews, fingerprint=task.fingerprint)
-        snapshot = self.snapshot_path(job_id) if job_id is not None else None
+        yield from keep_inputs(self.ctx.ws, job_id, reviews, self._missing(task, done))
+
+    def _missing(self, task: Task, done: Container[str]) -> Iterator[WorkItem]:
         for business_id, review in self._selected():
             if review["review_id"] not in done:
-                if snapshot is not None:  # saved with the first item: a job with nothing to do leaves no file
-                    atomic_write(snapshot, orjson.dumps(reviews))
-                    snapshot = None
                 cid = ReviewId(self.task_id, business_id, review["review_id"]).encode()
                 yield WorkItem(cid, request_body(task, review, self.model))
 
-    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
+    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Settled:
         task, reviews = self.task, self.reviews(job.job_id)
         judgments: dict[str, dict[str, Any]] = {}
         applied: list[str] = []
@@ -191,15 +189,12 @@ class Extract:
                 continue
             applied.append(outcome.custom_id)
         self.cache.merge(self.task_id, judgments)
-        return Applied(tuple(applied), tuple(failures))
+        return Settled(tuple(applied), tuple(failures))
 
     def _route(self, reviews: Mapping[str, list[Any]], custom_id: str) -> str | None:
         """The review a custom_id names, when it is one of this job's; None for anything else."""
-        try:
-            target = parse(custom_id)
-        except CustomIdError:
-            return None
-        if type(target) is not ReviewId or target.task_id != self.task_id:
+        target = route(custom_id, ReviewId)
+        if target is None or target.task_id != self.task_id:
             return None
         review = reviews.get(target.review_id)
         return target.review_id if review is not None and review[0] == target.business_id else None
@@ -212,6 +207,9 @@ class Extract:
         """
         reviews = self.reviews(job.job_id)
         return {"cache": str(self.cache.path), "judgments": len(reviews) - len(job.failures), "reviews": len(reviews)}
+
+    def retry_hint(self) -> str:
+        return "the same command asks again for every review still without a judgment"
 
     def nothing_to_do(self) -> str:
         return f"extract {self.task_id}: nothing to do, every review already has a judgment in {self.cache.path}"
@@ -259,11 +257,10 @@ class TopicExtract(Extract):
             "limit": self.limit,
         }
 
-    def key(self) -> str:
-        return (
-            f"extract|{self.domain}|topics={','.join(self.topics)}|K{self.k}|limit={self.limit}|"
-            f"models={topics.format_models(self.quotas)}"
-        )
+    @staticmethod
+    def key_before(params: Mapping[str, Any]) -> str | None:
+        p, models = params, topics.format_models([topics.Quota(*q) for q in params["models"]])
+        return f"extract|{p['domain']}|topics={','.join(p['topics'])}|K{p['k']}|limit={p['limit']}|models={models}"
 
     def topic_task(self, topic: str) -> Task:
         if topic not in self._tasks:
@@ -279,10 +276,14 @@ class TopicExtract(Extract):
     def work(self, job_id: str | None) -> Iterator[WorkItem]:
         tasks = [self.topic_task(topic) for topic in self.topics]  # every definition checked before any is sent
         self._reviews = reviews = self._from_dataset()
-        snapshot = self.snapshot_path(job_id) if job_id is not None else None
-        pairs = topics.runs_of(self.quotas)
-        if job_id is not None:  # the runs already stored, counted once here so that no apply reads them again
+
+        def count_stored(job_id: str) -> None:  # the runs already stored, counted once so that no apply reads them
             atomic_write(self.votes_path(job_id), orjson.dumps(self._count_stored(reviews)))
+
+        yield from keep_inputs(self.ctx.ws, job_id, reviews, self._missing_runs(tasks, reviews), also=count_stored)
+
+    def _missing_runs(self, tasks: Sequence[Task], reviews: Mapping[str, Any]) -> Iterator[WorkItem]:
+        pairs = topics.runs_of(self.quotas)
         for topic, task in zip(self.topics, tasks, strict=True):
             wanted = {topics.raw_key(topic, rid, m, n): None for rid in reviews for m, n in pairs}
             done = self.cache.present(topics.RAW, wanted, fingerprint=task.fingerprint)
@@ -290,15 +291,11 @@ class TopicExtract(Extract):
             for business_id, review in self._selected():
                 rid = review["review_id"]
                 for model, run in pairs:
-                    if topics.raw_key(topic, rid, model, run) in done:
-                        continue
-                    if snapshot is not None:
-                        atomic_write(snapshot, orjson.dumps(reviews))
-                        snapshot = None
-                    cid = RunId(topic, business_id, rid, model, run).encode()
-                    yield WorkItem(cid, request_body(task, review, model))
+                    if topics.raw_key(topic, rid, model, run) not in done:
+                        cid = RunId(topic, business_id, rid, model, run).encode()
+                        yield WorkItem(cid, request_body(task, review, model))
 
-    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
+    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Settled:
         reviews = self.reviews(job.job_id)
         quota = dict.fromkeys(topics.runs_of(self.quotas))
         now = _now()
@@ -328,10 +325,10 @@ class TopicExtract(Extract):
             for key, judgment in raw.items():
                 votes[key.partition("::")[0]].add(judgment)
             atomic_write(self.votes_path(job.job_id), orjson.dumps({t: v.tallies for t, v in votes.items()}))
-        return Applied(tuple(applied), tuple(failures))
+        return Settled(tuple(applied), tuple(failures))
 
     def votes_path(self, job_id: str) -> Path:
-        return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.votes.json"
+        return self.ctx.ws.votes(job_id)
 
     def _new_votes(self) -> dict[str, topics.Vote]:
         return {topic: topics.Vote(self.topic_task(topic), self.quotas) for topic in self.topics}
@@ -339,7 +336,7 @@ class TopicExtract(Extract):
     def _votes(self, job_id: str) -> dict[str, topics.Vote]:
         """The job's running tally, as its submit and applies left it (counted from the cache when it is gone)."""
         path = self.votes_path(job_id)
-        saved = read_json(path, "vote tally") if path.exists() else self._count_stored(self.reviews(job_id))
+        saved = load_kept(path, "vote tally") if path.exists() else self._count_stored(self.reviews(job_id))
         votes = self._new_votes()
         for topic, vote in votes.items():
             vote.load(saved.get(topic, {}))
@@ -358,11 +355,8 @@ class TopicExtract(Extract):
     def _route_run(
         self, reviews: Mapping[str, list[Any]], custom_id: str, quota: Mapping[tuple[str, int], None]
     ) -> RunId | None:
-        try:
-            target = parse(custom_id)
-        except CustomIdError:
-            return None
-        if type(target) is not RunId or target.topic not in self.topics or (target.model, target.run) not in quota:
+        target = route(custom_id, RunId)
+        if target is None or target.topic not in self.topics or (target.model, target.run) not in quota:
             return None
         review = reviews.get(target.review_id)
         return target if review is not None and review[0] == target.business_id else None
@@ -397,6 +391,9 @@ class TopicExtract(Extract):
         cache.merge(topics.METADATA, meta)
         total = len(reviews) * len(self.topics)
         return {"cache": str(cache.path), "aggregated": aggregated, "reviews": total, "runs": job.applied}
+
+    def retry_hint(self) -> str:
+        return "the same command asks again for every run still missing"
 
     def summary(self, job: JobState) -> str:
         out = job.outputs

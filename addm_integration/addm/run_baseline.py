@@ -16,12 +16,12 @@ from typing import Any, ClassVar
 import orjson
 
 from addm_integration.addm import answers
-from addm_integration.addm.custom_id import CustomIdError, SampleId, parse
-from addm_integration.addm.inputs import read_dataset, read_ground_truth, read_json, read_text
+from addm_integration.addm.custom_id import SampleId, route
+from addm_integration.addm.inputs import read_dataset, read_ground_truth, read_text
 from addm_integration.addm.metrics import VERDICTS, normalize_verdict, score_rows
 from addm_integration.addm.policies import Policy, read_policy
 from addm_integration.engine import prices
-from addm_integration.engine.pipeline import Applied, WorkItem, sum_usage
+from addm_integration.engine.pipeline import Settled, WorkItem, job_key, keep_inputs, kept_inputs, load_kept, sum_usage
 from addm_integration.errors import BadInput
 from addm_integration.provider.outcomes import Outcome, unparsable
 from addm_integration.store.context import Context
@@ -152,6 +152,7 @@ def run_dir_name(policy: str, k: int, n: int, skip: int) -> str:
 class Baseline:
     name: ClassVar[str] = "run_baseline"
     module: ClassVar[str] = "addm_integration.run_baseline"
+    unkeyed: ClassVar[frozenset[str]] = frozenset({"run_dir"})
     ctx: Context
     policy: str
     domain: str = "yelp"
@@ -190,9 +191,10 @@ class Baseline:
             "run_dir": self.run_dir,
         }
 
-    def key(self) -> str:
-        dev = "|dev" if self.dev else ""
-        return f"run_baseline|{self.domain}|{self.policy}|K{self.k}|n={self.n}|skip={self.skip}|{self.model}{dev}"
+    @staticmethod
+    def key_before(params: Mapping[str, Any]) -> str | None:
+        p, dev = params, "|dev" if params["dev"] else ""
+        return f"run_baseline|{p['domain']}|{p['policy']}|K{p['k']}|n={p['n']}|skip={p['skip']}|{p['model']}{dev}"
 
     @property
     def records(self) -> dict[str, Mapping[str, Any]]:
@@ -208,15 +210,9 @@ class Baseline:
             self._records = selected
         return self._records
 
-    def rows_path(self, job_id: str) -> Path:
-        return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.rows.json"
-
-    def snapshot_path(self, job_id: str) -> Path:
-        return self.ctx.ws.ledger_dir / "runs" / f"{job_id}.baseline.json"
-
     def load_rows(self, job_id: str) -> dict[str, dict[str, Any]]:
-        path = self.rows_path(job_id)
-        return read_json(path, "rows") if path.exists() else {}
+        path = self.ctx.ws.rows(job_id)
+        return load_kept(path, "rows of the run") if path.exists() else {}
 
     @property
     def asked(self) -> Asked:
@@ -255,11 +251,10 @@ class Baseline:
         }
 
     def sent(self, job_id: str) -> dict[str, Any]:
-        """The job's snapshot taken at submit, so that a fetch, a replay or a post mortem applies and scores
-        exactly what was sent whatever happened to the dataset since (a job from before snapshots: the inputs)."""
+        """The job's snapshot taken at submit: a fetch, a replay or a post mortem applies and scores exactly what
+        was sent."""
         if self._sent is None:
-            path = self.snapshot_path(job_id)
-            self._sent = read_json(path, "run snapshot") if path.exists() else self._snapshot()
+            self._sent = kept_inputs(self.ctx.ws, job_id, self._snapshot)
         return self._sent
 
     def _restaurants(self, job_id: str) -> dict[str, tuple[str | None, int]]:
@@ -268,29 +263,34 @@ class Baseline:
     def work(self, job_id: str | None) -> Iterator[WorkItem]:
         """The restaurants without a verdict: of this job, or for a new job those the last finished run lacked."""
         asked, snapshot = self.asked, self._snapshot()
-        own = job_id is not None and self.rows_path(job_id).exists()
+        own = job_id is not None and self.ctx.ws.rows(job_id).exists()
         rows = self.load_rows(job_id) if own and job_id is not None else self._earlier_successes()
-        path = self.snapshot_path(job_id) if job_id is not None else None
-        for business_id, record in self.records.items():
-            if "error" not in rows.get(business_id, {"error": None}):
-                continue
-            if path is not None and job_id is not None:  # saved with the first item: a job with nothing to do
-                atomic_write(path, orjson.dumps(snapshot))  # leaves no file
-                if not own:  # the rows this job starts from
-                    atomic_write(self.rows_path(job_id), orjson.dumps(rows))
-                self._sent, path = snapshot, None
-            yield WorkItem(SampleId(self.policy, business_id).encode(), request_body(record, asked, self.model))
+
+        def start(job_id: str) -> None:
+            if not own:  # the rows this job starts from
+                atomic_write(self.ctx.ws.rows(job_id), orjson.dumps(rows))
+            self._sent = snapshot
+
+        items = (
+            WorkItem(SampleId(self.policy, business_id).encode(), request_body(record, asked, self.model))
+            for business_id, record in self.records.items()
+            if "error" in rows.get(business_id, {"error": None})
+        )
+        yield from keep_inputs(self.ctx.ws, job_id, snapshot, items, also=start)
 
     def _earlier_successes(self) -> dict[str, dict[str, Any]]:
         """The rows with a verdict of the last run of this selection that is over; none with ``--rerun``."""
-        earlier = None if self.rerun else self.ctx.previous_job(self.key())
+        earlier = None if self.rerun else self.ctx.previous_job(job_key(self.ctx, self))
         if earlier is None:
             return {}
         rows = self.load_rows(earlier.job_id)
         return {b: row for b, row in rows.items() if b in self.records and "error" not in row}
 
+    def retry_hint(self) -> str:
+        return "the same command asks again for the restaurants that failed and fills them in"
+
     def nothing_to_do(self) -> str:
-        earlier = self.ctx.previous_job(self.key())
+        earlier = self.ctx.previous_job(job_key(self.ctx, self))
         where = earlier.outputs.get("results") if earlier is not None else None
         if not where:
             return f"run_baseline {self.policy}: nothing to do, the selection has no restaurant"
@@ -299,7 +299,7 @@ class Baseline:
             f"{where} (--rerun asks for all again)"
         )
 
-    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Applied:
+    def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Settled:
         rows = self.load_rows(job.job_id)
         restaurants = self._restaurants(job.job_id)
         labels = tuple(self.sent(job.job_id)["policy"]["verdicts"])
@@ -322,8 +322,8 @@ class Baseline:
             if "error" in rows.get(business_id, {"error": None}):  # a failure never replaces a success
                 rows[business_id] = {"business_id": business_id, "name": name, "error": outcome.error}
         if outcomes:
-            atomic_write(self.rows_path(job.job_id), orjson.dumps(rows))
-        return Applied(tuple(applied), tuple(failures))
+            atomic_write(self.ctx.ws.rows(job.job_id), orjson.dumps(rows))
+        return Settled(tuple(applied), tuple(failures))
 
     def _row(
         self, job: JobState, business_id: str, name: str | None, chars: int, outcome: Outcome, labels: Sequence[str]
@@ -348,11 +348,9 @@ class Baseline:
         }
 
     def _route(self, restaurants: Mapping[str, Any], custom_id: str) -> str | None:
-        try:
-            target = parse(custom_id)
-        except CustomIdError:
-            return None
-        if not isinstance(target, SampleId) or target.run_name != self.policy:
+        """The restaurant a custom_id names, when it is one of this job's; None for anything else."""
+        target = route(custom_id, SampleId)
+        if target is None or target.run_name != self.policy:
             return None
         return target.sample_id if target.sample_id in restaurants else None
 

@@ -129,8 +129,8 @@ def _leftovers(ctx: Context, state: State) -> Iterator[Finding]:
         if str(staged) not in unsent:
             why = "staged input of an interrupted submit (the same command stages it again)"
             yield Finding("leftover-file", str(staged), why, f"rm {shlex.quote(str(staged))}")
-    for kept in sorted(ctx.ws.ledger_dir.glob("runs/*.json")):
-        if kept.name.split(".", 1)[0] not in state.jobs:
+    for job_id, kept in ctx.ws.run_files():
+        if job_id not in state.jobs:
             why = "kept for a job the ledger never recorded (a run stopped before it)"
             yield Finding("leftover-file", str(kept), why, f"rm {shlex.quote(str(kept))}")
 

@@ -31,7 +31,7 @@ from addm_integration.engine.pipeline import Pipeline, apply_outcomes, finalize
 from addm_integration.engine.plan import Limits, ids_digest, plan_parts
 from addm_integration.engine.progress import progress
 from addm_integration.engine.send import send_pending_parts
-from addm_integration.errors import BadInput, Corrupt
+from addm_integration.errors import BadInput, DamagedFile
 from addm_integration.provider import openai_api
 from addm_integration.provider.outcomes import Outcome, from_batch_line
 from addm_integration.schedule.entries import job_cron_table, resume_cron
@@ -219,9 +219,9 @@ def check_stored(path: Path, meta: Mapping[str, Any], batch_id: str) -> None:
                 digest.update(chunk)
                 size += len(chunk)
     except FileNotFoundError:
-        raise Corrupt(f"{path}: missing; its FilesStored record of batch {batch_id} says it was stored") from None
+        raise DamagedFile(f"{path}: missing; its FilesStored record of batch {batch_id} says it was stored") from None
     if (size, digest.hexdigest()) != (meta.get("bytes"), meta["sha256"]):
-        raise Corrupt(
+        raise DamagedFile(
             f"{path}: no longer matches its FilesStored record of batch {batch_id} (recorded {meta.get('bytes')} "
             f"bytes, sha256 {str(meta['sha256'])[:12]}...; found {size} bytes, sha256 {digest.hexdigest()[:12]}...);"
             " nothing was applied: restore the file"
@@ -240,7 +240,7 @@ def _read_file(path: Path, outcomes: dict[str, Outcome], advance: Callable[[], N
                     continue
                 line = None
             if type(line) is not dict:
-                raise Corrupt(f"{path}: line {number}: not a JSON object; replay after fixing it")
+                raise DamagedFile(f"{path}: line {number}: not a JSON object; replay after fixing it")
             cid = line.get("custom_id")
             if type(cid) is not str or cid in outcomes:
                 skipped += 1
@@ -261,7 +261,7 @@ def _match_submitted(ctx: Context, job: JobState, batch: BatchState, outcomes: d
         return 0
     input_path = ctx.ws.batch_dir(batch.batch_id) / "input.jsonl"
     if not input_path.exists():
-        raise Corrupt(f"{input_path}: the batch's input is missing; its results cannot be matched to requests")
+        raise DamagedFile(f"{input_path}: the batch's input is missing; its results cannot be matched to requests")
     submitted = {cid for cid, _ in input_lines(input_path)}
     foreign = outcomes.keys() - submitted
     for cid in foreign:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from addm_integration.engine.pipeline import Pipeline, WorkItem, apply_outcomes, create_job, finalize
+from addm_integration.engine.pipeline import Pipeline, WorkItem, apply_outcomes, create_job, finalize, job_key
 from addm_integration.engine.progress import progress
 from addm_integration.errors import BadInput, Refused, Transient
 from addm_integration.provider import openai_api
@@ -121,15 +121,16 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
     A run that got nothing through finalizes nothing: the cache and results files stay as they were and the job
     stays open, so the same command continues it.
     """
-    lock = ctx.job_lock(pipeline.key(), timeout=0)
+    key = job_key(ctx, pipeline)
+    lock = ctx.job_lock(key, timeout=0)
     if not ctx.try_acquire(lock):
         raise BadInput(f"another run of this {pipeline.name} job is in progress in {ctx.ws.root}")
     try:
-        job = ctx.open_job(pipeline.key(), MODE)
+        job = ctx.open_job(key, MODE)
         if job is None:
             creds = credentials.resolve(ctx.ws.root)
             openai_api.require_key(creds)
-            job_id, created = create_job(ctx, pipeline, MODE, {})
+            job_id, created = create_job(ctx, pipeline, key, MODE, {})
             items = list(pipeline.work(job_id))
             if not items:
                 return pipeline.nothing_to_do()
@@ -198,5 +199,5 @@ def _run_job(
         ctx.record(RunEnded(job.job_id, ended))
     said += "\n" + pipeline.summary(ctx.job_state(job.job_id).jobs[job.job_id])
     if reasons:
-        said += f"\n{reasons.total()} requests failed ({top}); run the same command again to retry them"
+        said += f"\n{reasons.total()} requests failed ({top}); {pipeline.retry_hint()}"
     return said

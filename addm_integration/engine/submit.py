@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from addm_integration import failpoints
 from addm_integration.engine import pacing
 from addm_integration.engine.decisions import job_complete
-from addm_integration.engine.pipeline import Pipeline, create_job
+from addm_integration.engine.pipeline import Pipeline, create_job, job_key
 from addm_integration.engine.plan import Limits, batch_lines, plan_parts
 from addm_integration.engine.send import send_pending_parts
 from addm_integration.provider import openai_api
@@ -34,17 +34,18 @@ def submit(ctx: Context, pipeline: Pipeline, params: Mapping[str, Any], limits: 
 
     Returns the job id (None when there was nothing to send) and the line to print.
     """
-    with ctx.job_lock(pipeline.key(), timeout=60):
-        job = ctx.open_job(pipeline.key(), MODE)
+    key = job_key(ctx, pipeline)
+    with ctx.job_lock(key, timeout=60):
+        job = ctx.open_job(key, MODE)
         if job is not None:
             return job.job_id, _continue(ctx, pipeline, job, limits)
         creds = credentials.resolve(ctx.ws.root)
         openai_api.require_key(creds)
         spec = CronSpec.from_params(params.get("cron"))
         check_cron_prerequisites(ctx, spec)
-        job_id, created = create_job(ctx, pipeline, MODE, dict(params))
+        job_id, created = create_job(ctx, pipeline, key, MODE, dict(params))
         lines = batch_lines(pipeline.work(job_id))
-        parts = plan_parts(ctx, job_id, pipeline.key(), lines, limits, first_index=0, attempt=1)
+        parts = plan_parts(ctx, job_id, key, lines, limits, first_index=0, attempt=1)
         if not parts:
             return None, pipeline.nothing_to_do()
         n = sum(p.n_items for p in parts)

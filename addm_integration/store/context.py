@@ -59,15 +59,19 @@ class Context:
             job_id = self.index.job_of(batch_id)
         return self.job_state(job_id) if job_id else None
 
-    def open_job(self, key: str, mode: str) -> JobState | None:
-        """The unfinished job of this identity and mode, which a repeated command continues instead of paying again."""
+    def jobs_of_key(self, key: str) -> Iterator[JobState]:
+        """The jobs recorded under this identity, newest first."""
         with _corrupt_is_exit_1():
             job_ids = list(self.index.job_ids(key))
         for job_id in reversed(job_ids):
-            job = self.job_state(job_id).jobs[job_id]
-            if job.mode == mode and job.open:
-                return job
-        return None
+            yield self.job_state(job_id).jobs[job_id]
+
+    def has_jobs(self, key: str) -> bool:
+        return next(self.jobs_of_key(key), None) is not None
+
+    def open_job(self, key: str, mode: str) -> JobState | None:
+        """The unfinished job of this identity and mode, which a repeated command continues instead of paying again."""
+        return next((job for job in self.jobs_of_key(key) if job.mode == mode and job.open), None)
 
     def record(self, *events: Event) -> None:
         """Append, then index what was appended, so that a later run that has nothing to do writes nothing."""
@@ -119,13 +123,7 @@ class Context:
 
     def previous_job(self, key: str) -> JobState | None:
         """The last job of this identity that is over (finalized or abandoned): what a new one starts from."""
-        with _corrupt_is_exit_1():
-            job_ids = list(self.index.job_ids(key))
-        for job_id in reversed(job_ids):
-            job = self.job_state(job_id).jobs[job_id]
-            if not job.open:
-                return job
-        return None
+        return next((job for job in self.jobs_of_key(key) if not job.open), None)
 
     @staticmethod
     def try_acquire(lock: FileLock) -> bool:

@@ -51,6 +51,36 @@ class Workspace:
         return self.root / "data" / "ledger"
 
     @property
+    def runs_dir(self) -> Path:
+        """What a job keeps beside the ledger between its runs, one file of each kind per job, named for the job."""
+        return self.ledger_dir / "runs"
+
+    def snapshot(self, job_id: str) -> Path:
+        """The inputs a job was submitted with, which its applies and its finalize use whatever the dataset became.
+
+        Jobs submitted by earlier versions kept it under their pipeline's own name, which is found as well.
+        """
+        path = self.runs_dir / f"{job_id}.inputs.json"
+        if not path.exists():
+            for earlier in (f"{job_id}.reviews.json", f"{job_id}.baseline.json"):
+                if (self.runs_dir / earlier).exists():
+                    return self.runs_dir / earlier
+        return path
+
+    def rows(self, job_id: str) -> Path:
+        """A run_baseline job's rows so far, one per restaurant, scored together when the job finalizes."""
+        return self.runs_dir / f"{job_id}.rows.json"
+
+    def votes(self, job_id: str) -> Path:
+        """A topic job's running tally of the runs it stored."""
+        return self.runs_dir / f"{job_id}.votes.json"
+
+    def run_files(self) -> Iterator[tuple[str, Path]]:
+        """(job id, path) of every file a job keeps here."""
+        for path in sorted(self.runs_dir.glob("*.json")):
+            yield path.name.split(".", 1)[0], path
+
+    @property
     def staging_dir(self) -> Path:
         return self.ledger_dir / "staging"
 
