@@ -681,7 +681,7 @@ def parse_batch_input(data: bytes, endpoint: str) -> tuple[list[dict[str, Any]],
             model = line_model
         elif line_model != model:
             message = f"Line {number} uses model '{line_model}' but the batch uses '{model}'; use one model per file."
-            errors.append(_batch_error("mismatched_model", message, number))
+            errors.append(_batch_error("model_mismatch", message, number))
             continue
         lines.append(item)
     return lines, model, errors[:100]

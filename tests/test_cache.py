@@ -36,6 +36,57 @@ def test_merges_equal_dict_updates_for_any_keys(merges: list[tuple[str, dict[str
             assert cache.present(task, [*expected[task], "absent", ""]) == set(expected[task])
 
 
+BLOCKS = st.sampled_from(["raw", "aggregated", "_metadata", 'odd"task'])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(BLOCKS, st.dictionaries(KEYS, st.integers(-9, 9), min_size=1), min_size=1),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_a_merge_of_several_blocks_equals_a_dict_update_of_each(merges: list[dict[str, dict[str, int]]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = JudgmentCache(Path(tmp) / "judgement_cache.json")
+        expected: dict[str, dict[str, int]] = {}
+        for blocks in merges:
+            cache.merge_many(blocks)
+            for task, entries in blocks.items():
+                expected.setdefault(task, {}).update(entries)
+            assert orjson.loads(cache.path.read_bytes()) == expected
+            for task, entries in expected.items():
+                assert cache.present(task, [*entries, "absent"]) == set(entries)
+                assert sorted(_keys_in_file(cache.path, task)) == sorted(entries)  # a replaced key written once
+
+
+_KILLED_AFTER_THE_RENAME = """
+import os, signal, sys
+from pathlib import Path
+from addm_integration.store.cache import JudgmentCache
+rename = os.replace
+def replace_then_die(src, dst):
+    rename(src, dst)
+    if str(dst) == sys.argv[1]:  # the cache itself, before its key list is brought up to date
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace_then_die
+JudgmentCache(Path(sys.argv[1])).merge_many({"raw": {"r1::run1": 1}, "aggregated": {"r0": 5, "r1": 1}, "_m": {"t": 2}})
+"""
+
+
+def test_a_kill_after_a_merge_of_several_blocks_is_written_leaves_all_of_them_merged(tmp_path: Path) -> None:
+    cache = JudgmentCache(tmp_path / "judgement_cache.json")
+    cache.merge_many({"raw": {"r0::run1": 0}, "aggregated": {"r0": 0}, "_m": {"t": 0}})
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AFTER_THE_RENAME, str(cache.path)])
+    assert killed.returncode == -signal.SIGKILL
+    assert cache.read() == {"raw": {"r0::run1": 0, "r1::run1": 1}, "aggregated": {"r0": 5, "r1": 1}, "_m": {"t": 2}}
+    assert cache.present("aggregated", ["r0", "r1", "r2"]) == {"r0", "r1"}  # the stale key list is not trusted
+    cache.merge_many({"aggregated": {"r1": 3}, "raw": {"r2::run1": 2}})
+    assert sorted(_keys_in_file(cache.path, "aggregated")) == ["r0", "r1"]
+    assert cache.read()["aggregated"] == {"r0": 5, "r1": 3} and len(cache.read()["raw"]) == 3
+
+
 def test_a_cache_in_another_layout_is_read_once_and_rewritten(tmp_path: Path) -> None:
     path = tmp_path / "cache.json"
     path.write_text('{"G1a": {"r1": {"is_relevant": false}}, "G2": {}}')

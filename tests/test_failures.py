@@ -262,3 +262,56 @@ def test_ondemand_requests_keep_flowing_while_an_apply_runs(ws: Workspace, monke
 
     asyncio.run(ondemand._run(OpenAIProvider(Credentials(KEY, ws.server.base_url)), iter(items), 4, flush, advance))
     assert sum(chunks) == len(items) and len(chunks) >= 2
+
+
+def test_an_ondemand_run_holds_none_of_the_work_list_its_pipeline_built(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every prompt of a million-request job in memory at once would not fit: the items built are let go."""
+    import weakref
+
+    from addm_integration.engine import ondemand
+    from addm_integration.engine.pipeline import Settled, WorkItem
+    from addm_integration.provider import openai_api
+    from addm_integration.store.context import Context
+
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(ondemand, "CHUNK", 10)
+    built: list[weakref.ref[WorkItem]] = []
+    alive: list[int] = []
+
+    class Prompts:
+        name, module, model = "extract", "addm_integration.extract", "gpt-5-nano"
+        unkeyed = frozenset()
+
+        @staticmethod
+        def key_before(params: dict) -> None:
+            return None
+
+        def params(self) -> dict:
+            return {}
+
+        def work(self, job_id: str | None):
+            for i in range(120):
+                item = WorkItem(f"c{i}", {"model": self.model, "messages": [{"role": "user", "content": f"q{i}"}]})
+                built.append(weakref.ref(item))
+                yield item
+
+        def apply(self, job, outcomes) -> Settled:
+            alive.append(sum(ref() is not None for ref in built))
+            return Settled(tuple(o.custom_id for o in outcomes))
+
+        def finalize(self, job) -> dict:
+            return {}
+
+        def summary(self, job) -> str:
+            return "done"
+
+        def nothing_to_do(self) -> str:
+            return "nothing to do"
+
+    said = ondemand.execute(Context.open(ws.root, connect=openai_api.connector(ws.root)), Prompts(), 4)
+    assert said.startswith("sent 120 requests") and len(alive) >= 2
+    assert max(alive) == 0, alive
+    assert not list((ws.root / "data" / "ledger" / "staging").rglob("*.jsonl"))  # the spilled list is gone

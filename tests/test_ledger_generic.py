@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -99,3 +101,18 @@ def test_a_ledger_written_before_phases_folds_to_the_decisions_it_always_led_to(
     assert b1.eta() is not None and b3.eta() is None  # a pace only for what runs
     assert pacing.refused_for_tokens(b2) and not pacing.refused_for_tokens(b1)
     assert pacing.enqueued(state) == {"m": 3 * 1000}  # the failed one holds no room in the queue
+
+
+def test_the_generic_reading_reads_a_ledger_written_before_phases_without_knowing_its_service(tmp_path: Path) -> None:
+    """``python -m ledger`` knows no application: an older poll says no phase, so the batch keeps the one it had."""
+    _older_ledger(tmp_path)
+    argv = [sys.executable, "-m", "ledger", "--root", str(tmp_path), "status", "--json"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    (job,) = orjson.loads(result.stdout)
+    assert [(b["status"], b["phase"]) for b in job["batches"]] == [
+        ("in_progress", "submitted"),
+        ("failed", "submitted"),
+        ("cancelling", "submitted"),
+        ("", "submitted"),
+    ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+
 import orjson
 from conftest import Workspace, submit_args
 
@@ -119,7 +122,46 @@ def test_the_local_server_refuses_a_batch_of_mixed_models_as_the_service_does() 
         for n, model in enumerate(("gpt-5-mini", "gpt-5-nano"))
     ]
     _, _, errors = parse_batch_input(b"\n".join(orjson.dumps(x) for x in lines), "/v1/chat/completions")
-    assert [(e["code"], e["line"]) for e in errors] == [("mismatched_model", 2)]
+    assert [(e["code"], e["line"]) for e in errors] == [("model_mismatch", 2)]
+
+
+def test_the_apply_that_brings_a_reviews_last_run_stores_its_vote_and_finalize_writes_nothing_more(
+    ws: Workspace,
+) -> None:
+    _topic(ws)
+    args = ("--topic", TOPIC, "--models", "gpt-5-mini:1,gpt-5-nano:1", "--limit", "1")
+    assert ws.run("extract", *args, *submit_args(ws)).returncode == 0
+    first, second = ws.batches()  # one per model
+    ws.server.set_batch_outcome(first, "completed")
+    assert ws.run_cron_line(ws.cron_lines()[f"ADDM_BATCH_{first}"]).returncode == 0
+    assert "aggregated" not in _judgements(ws)  # every review still lacks its run of the other model
+
+    ws.server.set_batch_outcome(second, "completed")
+    command = ws.cron_lines()[f"ADDM_BATCH_{second}"]
+    killed = subprocess.run(["/bin/sh", "-c", command], env=ws.env(ADDM_FAILPOINT="before-finalize"), timeout=60)
+    assert killed.returncode == 128 + signal.SIGKILL  # as the shell reports a child killed
+    n = _n_reviews(ws, 1)
+    path = ws.root / "data" / "answers" / "yelp" / "judgement_cache.json"
+    stored = path.read_bytes()
+    assert len(orjson.loads(stored)["aggregated"]) == n  # written with the last runs, before any finalize
+
+    assert ws.run_cron_line(command).returncode == 0
+    log = (ws.root / "data" / "logs" / f"{second}.log").read_text()
+    assert f"{n}/{n} reviews aggregated" in log, log
+    assert path.read_bytes() == stored  # the finalize had nothing left to write
+
+
+def test_votes_missing_for_reviews_complete_before_the_job_are_stored_at_its_finalize(ws: Workspace) -> None:
+    _topic(ws)
+    args = ("--topic", TOPIC, *MODELS, "--limit", "1")
+    assert ws.run("extract", *args).returncode == 0
+    data = _judgements(ws)
+    votes = data.pop("aggregated")  # lost, or never written by the tool that stored the runs
+    del data["raw"][next(iter(data["raw"]))]  # and one review lacks a run: the job asks for it alone
+    (ws.root / "data" / "answers" / "yelp" / "judgement_cache.json").write_bytes(orjson.dumps(data))
+    result = ws.run("extract", *args)
+    assert result.returncode == 0, result.stderr
+    assert _without_times(_judgements(ws)["aggregated"]) == _without_times(votes)
 
 
 def test_dry_run_counts_the_batches_a_submit_sends_one_model_per_batch(ws: Workspace) -> None:

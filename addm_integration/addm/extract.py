@@ -233,6 +233,7 @@ class TopicExtract(Extract):
     topics: tuple[str, ...] = ()
     quotas: tuple[topics.Quota, ...] = ()
     _tasks: dict[str, Task] = field(default_factory=dict, repr=False)
+    _tally: dict[str, topics.Vote] | None = field(default=None, repr=False)
 
     @classmethod
     def from_params(cls, ctx: Context, params: Mapping[str, Any]) -> TopicExtract:
@@ -278,7 +279,8 @@ class TopicExtract(Extract):
         self._reviews = reviews = self._from_dataset()
 
         def count_stored(job_id: str) -> None:  # the runs already stored, counted once so that no apply reads them
-            atomic_write(self.votes_path(job_id), orjson.dumps(self._count_stored(reviews)))
+            self._tally = self._count_stored(reviews)
+            self._save_votes(job_id)
 
         yield from keep_inputs(self.ctx.ws, job_id, reviews, self._missing_runs(tasks, reviews), also=count_stored)
 
@@ -296,10 +298,13 @@ class TopicExtract(Extract):
                         yield WorkItem(cid, request_body(task, review, model))
 
     def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Settled:
+        """Store the runs, and the vote of every review they complete, in one rewrite of the cache."""
         reviews = self.reviews(job.job_id)
         quota = dict.fromkeys(topics.runs_of(self.quotas))
+        tasks = {topic: self.topic_task(topic) for topic in self.topics}
         now = _now()
         raw: dict[str, dict[str, Any]] = {}
+        touched: dict[str, dict[str, None]] = {topic: {} for topic in self.topics}
         applied: list[str] = []
         failures: list[tuple[str, str, bool]] = []
         for outcome in outcomes:
@@ -310,21 +315,27 @@ class TopicExtract(Extract):
             if target is None:
                 failures.append((outcome.custom_id, "not a review of this job", False))
                 continue
-            rid = target.review_id
+            topic, _, rid, model, run = target
             try:
-                judgment = parse_judgment(self.topic_task(target.topic), rid, reviews[rid], outcome.content or "")
+                judgment = parse_judgment(tasks[topic], rid, reviews[rid], outcome.content or "")
             except ValueError as exc:
                 failures.append(unparsable(outcome, str(exc)).failure)
                 continue
-            judgment.update({"_model": target.model, "_run": target.run, "_extracted_at": now})
-            raw[topics.raw_key(target.topic, rid, target.model, target.run)] = judgment
+            judgment["_model"], judgment["_run"], judgment["_extracted_at"] = model, run, now
+            raw[topics.raw_key(topic, rid, model, run)] = judgment
+            touched[topic][rid] = None
             applied.append(outcome.custom_id)
-        self.cache.merge(topics.RAW, raw)
         if raw:
             votes = self._votes(job.job_id)
             for key, judgment in raw.items():
                 votes[key.partition("::")[0]].add(judgment)
-            atomic_write(self.votes_path(job.job_id), orjson.dumps({t: v.tallies for t, v in votes.items()}))
+            aggregated = topics.Aggregated(votes, touched, reviews, now)
+            changed = [topic for topic, rids in touched.items() if rids]
+            cache = self.cache
+            meta = self._metadata(cache, changed, now)
+            cache.merge_many({topics.RAW: raw, topics.AGGREGATED: aggregated, topics.METADATA: meta})
+            aggregated.mark_stored()
+            self._save_votes(job.job_id)
         return Settled(tuple(applied), tuple(failures))
 
     def votes_path(self, job_id: str) -> Path:
@@ -334,23 +345,58 @@ class TopicExtract(Extract):
         return {topic: topics.Vote(self.topic_task(topic), self.quotas) for topic in self.topics}
 
     def _votes(self, job_id: str) -> dict[str, topics.Vote]:
-        """The job's running tally, as its submit and applies left it (counted from the cache when it is gone)."""
-        path = self.votes_path(job_id)
-        saved = load_kept(path, "vote tally") if path.exists() else self._count_stored(self.reviews(job_id))
-        votes = self._new_votes()
-        for topic, vote in votes.items():
-            vote.load(saved.get(topic, {}))
-        return votes
+        """The job's running tally, as its submit and applies left it (counted from the cache when it is gone).
 
-    def _count_stored(self, reviews: Mapping[str, Any]) -> dict[str, dict[str, list[Any]]]:
-        """The tally of the runs the cache holds for these reviews: one streamed pass over the raw runs."""
+        Read once per process: every later apply of the run, and its finalize, go on from the same tally.
+        """
+        if self._tally is None:
+            path = self.votes_path(job_id)
+            if path.exists():
+                saved = load_kept(path, "vote tally")
+                self._tally = self._new_votes()
+                for topic, vote in self._tally.items():
+                    vote.load(saved.get(topic, {}))
+            else:
+                self._tally = self._count_stored(self.reviews(job_id))
+        return self._tally
+
+    def _save_votes(self, job_id: str) -> None:
+        assert self._tally is not None
+        atomic_write(self.votes_path(job_id), orjson.dumps({t: v.tallies for t, v in self._tally.items()}))
+
+    def _count_stored(self, reviews: Mapping[str, Any]) -> dict[str, topics.Vote]:
+        """The tally of the runs the cache holds for these reviews (one streamed pass over the raw runs), with the
+        complete reviews whose vote the cache already holds marked as stored."""
         votes = self._new_votes()
         for block in self.cache.entries(topics.RAW):
             for key, judgment in block.items():
                 vote = votes.get(key.partition("::")[0])
                 if vote is not None and type(judgment) is dict and judgment.get("review_id") in reviews:
                     vote.add(judgment)
-        return {topic: vote.tallies for topic, vote in votes.items()}
+        for topic, vote in votes.items():
+            complete = {topics.aggregated_key(topic, rid): rid for rid, _ in vote.complete()}
+            stored = self.cache.present(topics.AGGREGATED, complete, fingerprint=vote.task.fingerprint)
+            vote.mark_stored(complete[key] for key in stored)
+        return votes
+
+    def _metadata(self, cache: JudgmentCache, changed: Sequence[str], now: str) -> dict[str, Any]:
+        """The ``_metadata`` entries of the topics whose judgments change: schema, quota, and when."""
+        if not changed:
+            return {}
+        before = {k: v for block in cache.entries(topics.METADATA) for k, v in block.items()}
+        meta: dict[str, Any] = {}
+        for topic in changed:
+            fingerprint = self.topic_task(topic).fingerprint
+            old = before.get(topic)
+            same = isinstance(old, dict) and old.get("term_hash") == fingerprint
+            meta[topic] = {
+                "term_hash": fingerprint,
+                "created_at": old.get("created_at", now) if same else now,  # type: ignore[union-attr]
+                "updated_at": now,
+                "model_config": {q.model: q.runs for q in self.quotas},
+                "model_weights": {q.model: q.weight for q in self.quotas},
+            }
+        return meta
 
     def _route_run(
         self, reviews: Mapping[str, list[Any]], custom_id: str, quota: Mapping[tuple[str, int], None]
@@ -362,35 +408,18 @@ class TopicExtract(Extract):
         return target if review is not None and review[0] == target.business_id else None
 
     def finalize(self, job: JobState) -> dict[str, Any]:
-        """Aggregate every review of the job whose quota is complete, from the job's running tally."""
+        """Store the vote of every complete review not stored yet (the applies stored those they completed)."""
         reviews = self.reviews(job.job_id)
         votes = self._votes(job.job_id)
-        cache = self.cache
         now = _now()
-        old_meta = {k: v for block in cache.entries(topics.METADATA) for k, v in block.items()}
-        meta: dict[str, Any] = {}
-        aggregated = 0
-        for topic, vote in votes.items():
-            entries = {
-                topics.aggregated_key(topic, rid): vote.judgment(rid, tally, reviews[rid], now)
-                for rid, tally in vote.complete()
-            }
-            aggregated += len(entries)
-            cache.merge(topics.AGGREGATED, entries)
-            del entries
-            fingerprint = vote.task.fingerprint
-            before = old_meta.get(topic)
-            same = isinstance(before, dict) and before.get("term_hash") == fingerprint
-            meta[topic] = {
-                "term_hash": fingerprint,
-                "created_at": before.get("created_at", now) if same else now,  # type: ignore[union-attr]
-                "updated_at": now,
-                "model_config": {q.model: q.runs for q in self.quotas},
-                "model_weights": {q.model: q.weight for q in self.quotas},
-            }
-        cache.merge(topics.METADATA, meta)
+        aggregated = topics.Aggregated(votes, {t: v.unaggregated() for t, v in votes.items()}, reviews, now)
+        cache = self.cache
+        if aggregated:
+            meta = self._metadata(cache, aggregated.topics(), now)
+            cache.merge_many({topics.AGGREGATED: aggregated, topics.METADATA: meta})
         total = len(reviews) * len(self.topics)
-        return {"cache": str(cache.path), "aggregated": aggregated, "reviews": total, "runs": job.applied}
+        complete = sum(1 for vote in votes.values() for _ in vote.complete())
+        return {"cache": str(cache.path), "aggregated": complete, "reviews": total, "runs": job.applied}
 
     def retry_hint(self) -> str:
         return "the same command asks again for every run still missing"

@@ -13,7 +13,7 @@ so that the same streamed, atomic merge as the single-task cache keeps it (each 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -90,8 +90,9 @@ class Vote:
     """The running weighted tally of one topic's reviews: which runs arrived, and the weight behind each value.
 
     Kept as flat lists of numbers, not judgments, so a pass over a million raw runs holds only a few numbers per
-    review; and saved with the job after each apply, so the vote at finalize reads no raw run again. Adding a run
-    twice (an apply done again after a crash, a replay) counts it once.
+    review; and saved with the job after each apply, so that an apply knows which reviews its runs complete (their
+    vote is written with those runs, in the same rewrite of the cache) and no vote reads a raw run again. Adding a
+    run twice (an apply done again after a crash, a replay) counts it once.
     """
 
     def __init__(self, task: Task, quotas: Sequence[Quota]) -> None:
@@ -99,32 +100,39 @@ class Vote:
         self.slots = {pair: i for i, pair in enumerate(runs_of(quotas))}
         self.weights = {q.model: q.weight for q in quotas}
         self.full = (1 << len(self.slots)) - 1
-        self.offsets: list[tuple[str, int, tuple[str, ...]]] = []
+        self.flag, self.fingerprint = task.relevance_field, task.fingerprint
+        # per field: its name, the span of its values in a review's votes, the values, and each value's position
+        self.spans: list[tuple[str, int, int, tuple[str, ...], dict[str, int]]] = []
         width = 2  # the relevance flag: false, true
         for name, values in task.fields.items():
-            self.offsets.append((name, width, tuple(values)))
+            position = {value: width + i for i, value in enumerate(values)}
+            self.spans.append((name, width, width + len(values), tuple(values), position))
             width += len(values)
         self.width = width
         self.tallies: dict[str, list[Any]] = {}
+        self.shares: dict[float, dict[float, float]] = {}  # total weight -> top weight -> rounded share
 
     def add(self, judgment: Mapping[str, Any]) -> None:
         """Count one raw run; one of another fingerprint, model or run number than the quota's is not counted."""
-        if judgment.get(FINGERPRINT) != self.task.fingerprint:
+        get = judgment.get
+        if get(FINGERPRINT) != self.fingerprint:
             return
-        slot = self.slots.get((judgment.get("_model"), judgment.get("_run")))  # type: ignore[arg-type]
+        model = get("_model")
+        slot = self.slots.get((model, get("_run")))  # type: ignore[arg-type]
         if slot is None:
             return
-        tally = self.tallies.get(judgment["review_id"])
+        review_id = judgment["review_id"]
+        tally = self.tallies.get(review_id)
         if tally is None:
-            tally = self.tallies[judgment["review_id"]] = [0, [0.0] * self.width]
-        if tally[0] >> slot & 1:
+            tally = self.tallies[review_id] = [0, [0] * self.width]  # int weights stay small ints: no float each
+        elif tally[0] >> slot & 1:
             return
         tally[0] |= 1 << slot
-        weight, votes = self.weights[judgment["_model"]], tally[1]
-        votes[1 if judgment.get(self.task.relevance_field) is True else 0] += weight
-        for name, offset, values in self.offsets:
-            value = judgment.get(name)
-            votes[offset + (values.index(value) if value in values else 0)] += weight
+        weight, votes = self.weights[model], tally[1]
+        votes[1 if get(self.flag) is True else 0] += weight
+        for name, start, _, _, position in self.spans:
+            value = get(name)  # a value outside the list counts for the field's first one
+            votes[position.get(value, start) if type(value) is str else start] += weight
 
     def load(self, tallies: Mapping[str, list[Any]]) -> None:
         self.tallies.update(tallies)
@@ -133,18 +141,83 @@ class Vote:
         """(review_id, votes) of every review whose every (model, run) arrived."""
         return ((rid, t[1]) for rid, t in self.tallies.items() if t[0] == self.full)
 
+    def unaggregated(self) -> Iterator[str]:
+        """The complete reviews whose vote is not known to be stored (by an apply, or before the job began)."""
+        return (rid for rid, t in self.tallies.items() if t[0] == self.full and len(t) == 2)
+
+    def mark_stored(self, review_ids: Iterable[str]) -> None:
+        """Mark the votes of these complete reviews as stored in the cache: finalize does not write them again."""
+        for rid in review_ids:
+            tally = self.tallies.get(rid)
+            if tally is not None and tally[0] == self.full and len(tally) == 2:
+                tally.append(True)
+
     def judgment(self, review_id: str, votes: Sequence[float], facts: Sequence[Any], now: str) -> dict[str, Any]:
         """The aggregated judgment: each field's value of most weight (ties: the earlier value), and its share."""
-        total = votes[0] + votes[1]
-        flag = self.task.relevance_field
-        out: dict[str, Any] = {"review_id": review_id, flag: votes[1] > votes[0]}
-        confidence = {flag: round(max(votes[0], votes[1]) / total, 3)}
-        for name, offset, values in self.offsets:
-            counts = votes[offset : offset + len(values)]
-            best = counts.index(max(counts))  # the first of equal weights: a tie goes to the value listed first
-            out[name] = values[best]
-            confidence[name] = round(counts[best] / total, 3)
+        no, yes = votes[0], votes[1]
+        total = no + yes
+        shares = self.shares.get(total)
+        if shares is None:
+            shares = self.shares[total] = {}
+        out: dict[str, Any] = {"review_id": review_id, self.flag: yes > no}
+        top = yes if yes > no else no
+        share = shares.get(top)
+        if share is None:  # few distinct weights: each share is rounded once
+            share = shares[top] = round(top / total, 3)
+        confidence = {self.flag: share}
+        for name, start, stop, values, _ in self.spans:
+            counts = votes[start:stop]
+            top = max(counts)
+            out[name] = values[counts.index(top)]  # the first of equal weights: a tie goes to the value listed first
+            share = shares.get(top)
+            if share is None:
+                share = shares[top] = round(top / total, 3)
+            confidence[name] = share
         out.update(zip(ENRICHMENT, facts[1:], strict=True))
-        out.update({"_aggregated": True, "_confidence": confidence, FINGERPRINT: self.task.fingerprint})
+        out["_aggregated"] = True
+        out["_confidence"] = confidence
+        out[FINGERPRINT] = self.fingerprint
         out["_aggregated_at"] = now
         return out
+
+
+class Aggregated(Mapping[str, dict[str, Any]]):
+    """The aggregated judgments of the complete ones among some reviews, by cache key, each made when it is read.
+
+    A merge encodes its entries a few thousand at a time: the votes of 50,000 reviews are never all in memory
+    as judgments at once, and they are made while the old cache is being copied.
+    """
+
+    def __init__(
+        self, votes: Mapping[str, Vote], review_ids: Mapping[str, Iterable[str]], facts: Mapping[str, Any], now: str
+    ) -> None:
+        self.facts, self.now = facts, now
+        self.which: dict[str, tuple[Vote, str]] = {}
+        self.by_vote: list[tuple[Vote, list[str]]] = []
+        for topic, ids in review_ids.items():
+            vote = votes[topic]
+            tallies, full = vote.tallies, vote.full
+            complete = [rid for rid in ids if (tally := tallies.get(rid)) is not None and tally[0] == full]
+            if complete:
+                self.by_vote.append((vote, complete))
+                self.which.update({aggregated_key(topic, rid): (vote, rid) for rid in complete})
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        vote, rid = self.which[key]
+        return vote.judgment(rid, vote.tallies[rid][1], self.facts[rid], self.now)
+
+    def __contains__(self, key: object) -> bool:  # without making the judgment, as Mapping's would
+        return key in self.which
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.which)
+
+    def __len__(self) -> int:
+        return len(self.which)
+
+    def topics(self) -> list[str]:
+        return [vote.task.task_id for vote, _ in self.by_vote]
+
+    def mark_stored(self) -> None:
+        for vote, review_ids in self.by_vote:
+            vote.mark_stored(review_ids)

@@ -12,10 +12,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
+
+import orjson
 
 from addm_integration.engine.pipeline import Pipeline, WorkItem, apply_outcomes, connect, create_job, finalize, job_key
+from addm_integration.engine.plan import batch_lines, staging_for
 from addm_integration.engine.progress import progress
 from addm_integration.errors import BadInput, Refused, Transient
 from addm_integration.provider.base import Outcome, Provider, reached
@@ -111,21 +116,54 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
             provider = connect(ctx)
             provider.check()
             job_id, created = create_job(ctx, pipeline, key, MODE, {})
-            items = list(pipeline.work(job_id))
-            if not items:
-                return pipeline.nothing_to_do()
-            ctx.record(replace(created, n_items=len(items)), RunStarted(job_id))
-            said = f"sent {len(items)} requests (job {job_id})"
-        else:
-            job_id = job.job_id
-            provider = connect(ctx, job.params.get("base_url"))
-            provider.check()
-            items = list(pipeline.work(job_id))
+            with _work_list(ctx, pipeline, key, job_id) as (items, n):
+                if not n:
+                    return pipeline.nothing_to_do()
+                ctx.record(replace(created, n_items=n), RunStarted(job_id))
+                said = f"sent {n} requests (job {job_id})"
+                return _run_job(
+                    ctx, pipeline, ctx.job_state(job_id).jobs[job_id], provider, items, n, concurrency, said
+                )
+        job_id = job.job_id
+        provider = connect(ctx, job.params.get("base_url"))
+        provider.check()
+        with _work_list(ctx, pipeline, key, job_id) as (items, n):
             ctx.record(RunStarted(job_id))
-            said = f"continued job {job_id}: sent the {len(items)} requests it still lacked"
-        return _run_job(ctx, pipeline, ctx.job_state(job_id).jobs[job_id], provider, items, concurrency, said)
+            said = f"continued job {job_id}: sent the {n} requests it still lacked"
+            return _run_job(ctx, pipeline, ctx.job_state(job_id).jobs[job_id], provider, items, n, concurrency, said)
     finally:
         lock.release()
+
+
+def _staged_line(custom_id: str, body: Mapping[str, Any]) -> bytes:
+    """A line of the ondemand work list: ours, read back below, whatever the service's batch lines look like."""
+    return orjson.dumps({"custom_id": custom_id, "body": body}) + b"\n"
+
+
+@contextmanager
+def _work_list(ctx: Context, pipeline: Pipeline, key: str, job_id: str) -> Iterator[tuple[Iterator[WorkItem], int]]:
+    """The job's work list and its length, written to a staging file as it is built, then read back a line at a
+    time: a run of a million requests holds the few in flight, not every prompt, and counts them before the first
+    call. The file goes once the run ends; a crash's leftover is overwritten by the job's next run, or swept with
+    the identity's other staged inputs."""
+    lines = batch_lines(pipeline.work(job_id), _staged_line)
+    head = next(lines, None)  # a definition refused, or nothing to do: no file written
+    if head is None:
+        yield iter(()), 0
+        return
+    path = staging_for(ctx, key) / f"{job_id}.ondemand.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "wb") as f:
+            f.write(head[1])
+            n = 1
+            for _, line, _ in lines:
+                f.write(line)
+                n += 1
+        with open(path, "rb") as f:
+            yield (WorkItem(x["custom_id"], x["body"]) for x in map(orjson.loads, f)), n
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _run_job(
@@ -133,7 +171,8 @@ def _run_job(
     pipeline: Pipeline,
     job: JobState,
     provider: Provider,
-    items: list[WorkItem],
+    items: Iterator[WorkItem],
+    n_items: int,
     concurrency: int,
     said: str,
 ) -> str:
@@ -156,21 +195,21 @@ def _run_job(
 
     try:
         try:
-            run(provider, items, len(items), concurrency, flush, already=max(job.n_items - len(items), 0))
+            run(provider, items, n_items, concurrency, flush, already=max(job.n_items - n_items, 0))
         except Refused:  # what came back before it is applied; the job waits for the key or the account
             ended = "refused"
             raise
         top = ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common(3))
-        if items and not applied:  # nothing got through: keep every file as it was, leave the job open
-            if transient == len(items):
+        if n_items and not applied:  # nothing got through: keep every file as it was, leave the job open
+            if transient == n_items:
                 ended = "unreachable"
                 raise Transient(
-                    f"all {len(items)} requests to {provider.url} failed ({top}); nothing was written, "
+                    f"all {n_items} requests to {provider.url} failed ({top}); nothing was written, "
                     f"the next run retries them"
                 )
             ended = "nothing"
             raise BadInput(
-                f"all {len(items)} requests failed ({top}); nothing was written: fix the cause, then run the "
+                f"all {n_items} requests failed ({top}); nothing was written: fix the cause, then run the "
                 f"same command to continue"
             )
         ctx.record(finalize(pipeline, ctx.job_state(job.job_id).jobs[job.job_id]))

@@ -14,8 +14,9 @@ task, and inside it lines that each hold a run of up to 10,000 entries (one JSON
 so that a merge is a streamed copy: blocks of other tasks are copied by the kernel, the merged task's lines are
 copied (only a line holding a replaced entry is parsed and written again), and the new entries follow. Every merge
 writes a temporary file, fsyncs it and renames it over the old one: a crash leaves the old cache or the new one,
-never a truncated file. A cache in any other layout (written by another tool) is read in full once and rewritten in
-this one.
+never a truncated file. A merge into several tasks at once (topic mode's raw runs, votes and metadata) is one
+such copy, so its blocks change together or not at all. A cache in any other layout (written by another tool) is
+read in full once and rewritten in this one.
 
 Which keys the cache holds is kept beside it, in ``.cache.json.keys``: one line per entry, ending with the stamp
 (size, mtime, checksum of the tail) of the cache it describes. Checking 50,000 new keys against a million stored
@@ -30,7 +31,7 @@ import errno
 import os
 import threading
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -48,20 +49,42 @@ _CLOSE = b"}\n"
 _RUN = 10_000  # entries per line: one orjson call each, and a line stays a few MB to parse when one is replaced
 _TAIL = 1 << 16  # bytes of the cache's end that its stamp checksums
 _CHUNK = 8 << 20  # bytes read at a time when looking for a block
+_HEAD = 4096  # bytes read for a block's opening line: its task id and the brace
 FINGERPRINT = "_term_hash"  # in a judgment: the fingerprint of the task definition it answered
 _MARK = b'"' + FINGERPRINT.encode() + b'":"'
 
 
-def _runs(entries: Mapping[str, Any]) -> bytes:
-    """The entries as lines of up to ``_RUN`` entries, each line one encoding of a dict without its braces."""
+def _runs(entries: Mapping[str, Any]) -> list[bytes | memoryview]:
+    """The entries as lines of up to ``_RUN`` entries, each line one encoding of a dict without its braces.
+
+    Pieces to write one after the other, not joined: the entries of a large merge are encoded once and copied
+    no more.
+    """
     if len(entries) <= _RUN:
-        return orjson.dumps(dict(entries))[1:-1]
+        return [memoryview(orjson.dumps(entries if type(entries) is dict else dict(entries)))[1:-1]]
     items = iter(entries.items())
-    return b",\n".join(orjson.dumps(dict(islice(items, _RUN)))[1:-1] for _ in range(0, len(entries), _RUN))
+    parts: list[bytes | memoryview] = []
+    for _ in range(0, len(entries), _RUN):
+        parts += [b",\n", memoryview(orjson.dumps(dict(islice(items, _RUN))))[1:-1]]
+    return parts[1:]
 
 
-def _block(task: str, entries: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(task) + b":{\n" + _runs(entries) + b"\n}"
+def _block(task: str, runs: list[bytes | memoryview]) -> list[bytes | memoryview]:
+    return [orjson.dumps(task) + b":{\n", *runs, b"\n}"]
+
+
+def _whole(blocks: Iterable[tuple[str, list[bytes | memoryview]]]) -> list[bytes | memoryview]:
+    """A whole cache of these blocks (task, encoded entries), in pieces to write."""
+    parts: list[bytes | memoryview] = []
+    for task, runs in blocks:
+        parts += [b",\n", *_block(task, runs)]
+    return [_OPEN, *parts[1:], b"\n", _CLOSE]
+
+
+def _encode(blocks: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, list[bytes | memoryview]], dict[str, bytes]]:
+    """Each block's entries as lines to write, and its key lines for the key list."""
+    runs = {task: _runs(entries) for task, entries in blocks.items()}
+    return runs, {task: _key_lines(orjson.dumps(task), entries) for task, entries in blocks.items()}
 
 
 def _run_entries(line: bytes) -> dict[str, Any]:
@@ -83,19 +106,28 @@ def _key_lines(task: bytes, keys: Iterable[str]) -> bytes:
 
 
 @contextmanager
-def _flushing(out: BinaryIO) -> Iterator[None]:
-    """Write what ``out`` holds so far to disk in a thread (fsync releases the GIL) while the block runs.
+def _meanwhile(work: Callable[[], None]) -> Iterator[None]:
+    """Run ``work`` in a thread while the block runs; its error, if any, is raised once both are done.
 
-    The rewrite of a large cache is mostly the copy of its old content; flushing it during the key check leaves
-    the final fsync only the new entries to wait for.
+    For the copy of a large cache and its fsync, which run in the kernel without the interpreter's lock: the
+    entries are encoded and their keys checked at the same time, instead of after.
     """
-    out.flush()
-    flusher = threading.Thread(target=os.fsync, args=(out.fileno(),))
-    flusher.start()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
     try:
         yield
     finally:
-        flusher.join()
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 # copy_file_range refusing the pair of files (another file system, an old kernel, a FUSE mount): copy in Python.
@@ -136,6 +168,7 @@ class JudgmentCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.keys_path = path.with_name(f".{path.name}.keys")
+        self._seen: tuple[tuple[int, int, int], dict[str, tuple[int, int]] | None] | None = None
 
     def read(self) -> dict[str, dict[str, Any]]:
         if not self.path.exists():
@@ -230,97 +263,179 @@ class JudgmentCache:
 
     def _locate(self, task: str) -> tuple[int, int] | tuple[()] | None:
         """(first entry byte, end of last entry line) of the task's block; () if absent; None if not our layout."""
-        size = self.path.stat().st_size if self.path.exists() else 0
+        layout = self._layout()
+        return None if layout is None else layout.get(task, ())
+
+    def _layout(self) -> dict[str, tuple[int, int]] | None:
+        """Every block's (first entry byte, end of last entry line), in file order; None if not our layout.
+
+        One pass: a line of entries starts with a key's quote, so a newline followed by ``}`` only ever closes a
+        block, and what follows it says whether another block does (``,``) or the file ends. Kept while the file
+        is the same one (inode, size, mtime): a merge right after a read does not look again.
+        """
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return {}
+        seen = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._seen is not None and self._seen[0] == seen:
+            return self._seen[1]
+        layout = self._scan_layout(st.st_size)
+        self._seen = (seen, layout)
+        return layout
+
+    def _scan_layout(self, size: int) -> dict[str, tuple[int, int]] | None:
         if size == 0:
-            return ()
+            return {}
+        layout: dict[str, tuple[int, int]] = {}
         with open(self.path, "rb") as f:
             fd = f.fileno()
             if os.pread(fd, len(_OPEN), 0) != _OPEN or os.pread(fd, 3, size - 3) != b"\n" + _CLOSE:
                 return None
-            header = b"\n" + orjson.dumps(task) + b":{\n"
-            start = _find(fd, header, 1, size)
-            if start < 0:
-                return ()
-            body = start + len(header)
-            return body, _find(fd, b"\n}", body - 1, size) + 1
+            pos = len(_OPEN)
+            while True:
+                head = os.pread(fd, _HEAD, pos)
+                line = head[: head.find(b"\n")]
+                if b"\n" not in head or not line.startswith(b'"') or not line.endswith(b":{"):
+                    return None
+                try:
+                    task = orjson.loads(line[:-2])
+                except orjson.JSONDecodeError:
+                    return None
+                body = pos + len(line) + 1
+                close = _find(fd, b"\n}", body - 1, size)
+                if type(task) is not str or task in layout or close < 0:
+                    return None
+                layout[task] = (body, close + 1)
+                if close + 2 + len(_CLOSE) + 1 == size:  # "\n}" and the file's closing "\n}\n"
+                    return layout
+                if os.pread(fd, 2, close + 2) != b",\n":
+                    return None
+                pos = close + 4
 
     def merge(self, task: str, entries: Mapping[str, Any]) -> None:
-        """Store ``entries`` under ``task``, replacing entries of the same review, atomically.
+        """Store ``entries`` under ``task``, replacing entries of the same review, atomically."""
+        self.merge_many({task: entries})
 
-        Under a lock: two jobs (of different tasks, so not sharing a job lock) applying at the same time must not
-        each rename their copy over the other's.
+    def merge_many(self, blocks: Mapping[str, Mapping[str, Any]]) -> None:
+        """Store each block's entries under its task, replacing entries of the same key, in one atomic rewrite.
+
+        One rewrite, not one per block: the cost of a merge is the copy of the old cache, whatever the number of
+        blocks; and a crash leaves every block as it was or every block merged, never some of them. Under a lock:
+        two jobs (of different tasks, so not sharing a job lock) applying at the same time must not each rename
+        their copy over the other's.
         """
-        if not entries:
+        blocks = {task: entries for task, entries in blocks.items() if entries}
+        if not blocks:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{self.path}.lock", timeout=600):
-            self._merge_locked(task, entries)
+            self._merge_locked(blocks)
 
-    def _merge_locked(self, task: str, entries: Mapping[str, Any]) -> None:
+    def _merge_locked(self, blocks: Mapping[str, Mapping[str, Any]]) -> None:
         first = not self.path.exists() or self.path.stat().st_size == 0
         listed = not first and self._keys_current()
         with atomic_file(self.path) as out:
-            if self._splice(task, entries, out, listed) is False:
+            keys = self._splice(blocks, out, listed)
+            if keys is None:
                 out.seek(0)
                 out.truncate()
                 data = self.read()
-                data.setdefault(task, {}).update(entries)
-                out.write(_OPEN + b",\n".join(_block(t, e) for t, e in data.items() if e) + b"\n" + _CLOSE)
-        token = orjson.dumps(task)
-        if listed:
-            self._list_keys(token, entries)
+                for task, entries in blocks.items():
+                    data.setdefault(task, {}).update(entries)
+                out.writelines(_whole((t, _runs(e)) for t, e in data.items() if e))
+        if keys is not None and listed:
+            self._list_keys(keys)
+        elif keys is not None and first:
+            self._write_keys(keys)
         else:
-            self._write_keys([_key_lines(token, entries)] if first else self._scan_keys())
+            self._write_keys(self._scan_keys())
 
-    def _splice(self, task: str, entries: Mapping[str, Any], out: BinaryIO, listed: bool) -> bool:
-        """Write old cache + entries to ``out`` by streaming; False when the old file is not in our layout."""
-        located = self._locate(task)
-        if located is None:
-            return False
-        size = self.path.stat().st_size if self.path.exists() else 0
-        if size == 0:
-            out.write(_OPEN + _block(task, entries) + b"\n" + _CLOSE)
-            return True
+    def _splice(self, blocks: Mapping[str, Mapping[str, Any]], out: BinaryIO, listed: bool) -> list[bytes] | None:
+        """Write old cache + entries to ``out`` by streaming; the entries' key lines, or None when the old file is
+        not in our layout.
+
+        The old file is copied once, front to back: up to each merged block's end, where its new entries go (a
+        line holding a replaced entry is written again without it), and new blocks before the closing brace. The
+        copy up to the first of them, most of the file, runs in the kernel and goes to disk while the entries are
+        encoded and their keys checked.
+        """
+        layout = self._layout()
+        if layout is None:
+            return None
+        if not layout:
+            runs, keys = _encode(blocks)
+            out.writelines(_whole(runs.items()))
+            return list(keys.values())
+        size = self.path.stat().st_size
+        present = sorted((layout[task], task) for task in blocks if task in layout)  # in file order
         with open(self.path, "rb") as old:
-            if not located:  # a new task: its block goes before the closing brace
-                _copy(old, out, 0, size - 3)
-                out.write(b",\n" + _block(task, entries) + b"\n" + _CLOSE)
-                return True
-            body, end = located
-            _copy(old, out, 0, end - 1)  # the usual case, only new reviews, keeps all of this
-            with _flushing(out):  # so it goes to disk while the keys are checked
-                all_new = self._all_new(task, entries, old, located, listed)
-            if all_new:
-                out.write(b",\n" + _runs(entries) + b"\n")
-            else:
+            pos = present[0][0][1] - 1 if present else size - len(_CLOSE) - 1
+
+            def copy_prefix(upto: int = pos) -> None:
+                _copy(old, out, 0, upto)  # the usual case, only new keys, keeps all of this
+                os.fsync(out.fileno())
+
+            with _meanwhile(copy_prefix):
+                runs, keys = _encode(blocks)
+                replacing = self._replacing(blocks, {t: keys[t] for _, t in present}, old, layout, listed)
+            if present and present[0][1] in replacing:  # only old bytes written yet: offsets are the old file's
+                body = present[0][0][0]
                 out.truncate(body)
                 out.seek(body)
-                for line in bounded_lines(old, body, end):
-                    run = _run_entries(line)
-                    if entries.keys().isdisjoint(run):
-                        out.write(line if line.endswith(b",\n") else line[:-1] + b",\n")
-                    elif kept := {k: v for k, v in run.items() if k not in entries}:
-                        out.write(orjson.dumps(kept)[1:-1] + b",\n")
-                out.write(_runs(entries) + b"\n")
-            _copy(old, out, end, size)
-        return True
+                pos = body
+            for (body, end), task in present:
+                if task not in replacing:
+                    _copy(old, out, pos, end - 1)
+                    out.writelines([b",\n", *runs[task], b"\n"])
+                else:
+                    _copy(old, out, pos, body)
+                    entries = blocks[task]
+                    for line in bounded_lines(old, body, end):
+                        run = _run_entries(line)
+                        if entries.keys().isdisjoint(run):
+                            out.write(line if line.endswith(b",\n") else line[:-1] + b",\n")
+                        elif kept := {k: v for k, v in run.items() if k not in entries}:
+                            out.write(orjson.dumps(kept)[1:-1] + b",\n")
+                    out.writelines([*runs[task], b"\n"])
+                pos = end
+            added = [(task, runs[task]) for task in blocks if task not in layout]
+            if added:  # new blocks go before the closing brace
+                _copy(old, out, pos, size - len(_CLOSE) - 1)
+                out.writelines([b",\n", *_whole(added)[1:]])
+            else:
+                _copy(old, out, pos, size)
+        return list(keys.values())
 
-    def _all_new(
-        self, task: str, entries: Mapping[str, Any], old: BinaryIO, located: tuple[int, int], listed: bool
-    ) -> bool:
+    def _replacing(
+        self,
+        blocks: Mapping[str, Mapping[str, Any]],
+        keys: Mapping[str, bytes],
+        old: BinaryIO,
+        layout: Mapping[str, tuple[int, int]],
+        listed: bool,
+    ) -> set[str]:
+        """Those of the blocks already in the file (their key lines in ``keys``) that hold one of their new keys.
+
+        One pass over the key list when it is current; over the blocks' keys in the cache itself when not.
+        """
+        if not keys:
+            return set()
         if not listed:
-            return entries.keys().isdisjoint(_block_keys(old, *located))
-        token = orjson.dumps(task)
+            return {t for t in keys if not blocks[t].keys().isdisjoint(_block_keys(old, *layout[t]))}
+        wanted: dict[bytes, str] = {}
+        for task, lines in keys.items():
+            wanted.update(dict.fromkeys(lines.splitlines(keepends=True), task))
         with open(self.keys_path, "rb") as f:
-            return set(_key_lines(token, entries).splitlines(keepends=True)).isdisjoint(f)
+            return {wanted[line] for line in wanted.keys() & f}
 
-    def _list_keys(self, task: bytes, entries: Mapping[str, Any]) -> None:
+    def _list_keys(self, keys: Iterable[bytes]) -> None:
         """Add the merged keys and the new cache's stamp to the key list (a crash midway leaves it stale, not wrong).
 
         No fsync: the list is trusted only when it ends with the cache's stamp, which one write puts after its keys.
         """
         with open(self.keys_path, "ab") as f:
-            f.write(_key_lines(task, entries) + self._stamp())
+            f.write(b"".join(keys) + self._stamp())
 
     def _write_keys(self, lines: Iterable[bytes]) -> None:
         with atomic_file(self.keys_path, durable=False) as out:
