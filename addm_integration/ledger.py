@@ -11,6 +11,7 @@ from typing import Any
 from addm_integration.app import abandon, cronlist, doctor
 from addm_integration.engine import prices
 from addm_integration.errors import AddmError, translate
+from addm_integration.provider import openai_api
 from addm_integration.schedule.entries import job_cron_table
 from addm_integration.store.context import Context
 from addm_integration.store.workspace import ROOT_ENV
@@ -68,7 +69,8 @@ def _cron(args: Any, ledger: Ledger) -> int:
 def _in_workspace(name: str, command: Callable[[Any, Context], int], args: Any, ledger: Ledger) -> int:
     """Run an application command on the ledger's workspace; its failures as one line and their exit code."""
     args.crontab_file = args.crontab_file or os.environ.get("ADDM_CRONTAB")
-    ctx = Context.open(ledger.dir.parent.parent)
+    root = ledger.dir.parent.parent
+    ctx = Context.open(root, connect=openai_api.connector(root))
     try:
         return command(args, ctx)
     except AddmError as exc:
@@ -79,7 +81,8 @@ def _in_workspace(name: str, command: Callable[[Any, Context], int], args: Any, 
 def _abandon(args: Any, ledger: Ledger) -> int:
     args.job_id = cli.resolve_id(ledger, args.job_id, "job")  # a short id as status prints it
     try:
-        return abandon.run(args, Context.open(ledger.dir.parent.parent))
+        root = ledger.dir.parent.parent
+        return abandon.run(args, Context.open(root, connect=openai_api.connector(root)))
     except AddmError as exc:
         print(f"addm-ledger abandon: {exc}", file=sys.stderr)
         return exc.exit_code

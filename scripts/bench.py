@@ -239,8 +239,10 @@ from pathlib import Path
 from addm_integration.store.context import Context
 from addm_integration.addm.extract import Extract
 from addm_integration.engine import advance
+from addm_integration.provider import openai_api
 start = time.perf_counter()
-said = advance.advance(Context.open(Path(sys.argv[1])), Extract, sys.argv[2])
+root = Path(sys.argv[1])
+said = advance.advance(Context.open(root, connect=openai_api.connector(root)), Extract, sys.argv[2])
 assert said and "applied" in said, said
 print(time.perf_counter() - start, _peak_mb())
 """
@@ -352,6 +354,7 @@ def _apply_workspace(root: Path, n_lines: int) -> str:
     from addm_integration.addm.extract import Extract
     from addm_integration.engine.pipeline import job_key
     from addm_integration.engine.plan import batch_lines, ids_digest
+    from addm_integration.provider.openai_api import request_line
     from addm_integration.store.context import Context
     from ledger.events import BatchCreated, BatchPolled, FilesStored, JobCreated, PartPlanned, Phase
 
@@ -363,7 +366,7 @@ def _apply_workspace(root: Path, n_lines: int) -> str:
     batch_dir.mkdir(parents=True)
     ids = []
     with open(batch_dir / "input.jsonl", "wb") as inp, open(batch_dir / "output.jsonl", "wb") as out:
-        for n, (cid, raw, _) in enumerate(batch_lines(pipeline.work(job_id))):
+        for n, (cid, raw, _) in enumerate(batch_lines(pipeline.work(job_id), request_line)):
             if n == n_lines:
                 break
             ids.append(cid)
@@ -481,8 +484,10 @@ from pathlib import Path
 from addm_integration.store.context import Context
 from addm_integration.addm.extract import Extract
 from addm_integration.engine import advance
+from addm_integration.provider import openai_api
 start = time.perf_counter()
-said = advance.advance(Context.open(Path(sys.argv[1])), Extract, sys.argv[2])
+root = Path(sys.argv[1])
+said = advance.advance(Context.open(root, connect=openai_api.connector(root)), Extract, sys.argv[2])
 assert said and "aggregated" in said, said
 print(time.perf_counter() - start, _peak_mb())
 """
@@ -634,6 +639,7 @@ def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int
     """Ondemand against the bare loop; with ``cache`` judgments already in the cache, each apply rewrites it all."""
     from addm_integration.addm.extract import Extract
     from addm_integration.engine.plan import batch_lines
+    from addm_integration.provider.openai_api import request_line
     from addm_integration.store.context import Context
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -664,7 +670,7 @@ def bench_ondemand(n_reviews: int = 2000, latency_ms: int = 50, concurrency: int
             count = sum(sizes[:limit])
             pipeline.limit = limit
             requests = Path(tmp) / "requests.jsonl"
-            requests.write_bytes(b"".join(raw for _, raw, _ in batch_lines(pipeline.work(None))))
+            requests.write_bytes(b"".join(raw for _, raw, _ in batch_lines(pipeline.work(None), request_line)))
             env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
             # Both timed as whole processes (interpreter, imports, reading the requests, the calls).
             start = time.perf_counter()

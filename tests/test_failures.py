@@ -242,6 +242,7 @@ def test_ondemand_requests_keep_flowing_while_an_apply_runs(ws: Workspace, monke
 
     from addm_integration.engine import ondemand
     from addm_integration.engine.pipeline import WorkItem
+    from addm_integration.provider.openai_api import OpenAIProvider
     from addm_integration.store.credentials import Credentials
 
     monkeypatch.setattr(ondemand, "CHUNK", 5)
@@ -259,7 +260,7 @@ def test_ondemand_requests_keep_flowing_while_an_apply_runs(ws: Workspace, monke
         if ws.server.stats()["by_endpoint"].get("POST /v1/chat/completions", 0) >= len(items):
             all_asked.set()
 
-    asyncio.run(ondemand._run(Credentials(KEY, ws.server.base_url), iter(items), 4, flush, advance))
+    asyncio.run(ondemand._run(OpenAIProvider(Credentials(KEY, ws.server.base_url)), iter(items), 4, flush, advance))
     assert sum(chunks) == len(items) and len(chunks) >= 2
 
 
@@ -271,6 +272,7 @@ def test_an_ondemand_run_holds_none_of_the_work_list_its_pipeline_built(
 
     from addm_integration.engine import ondemand
     from addm_integration.engine.pipeline import Settled, WorkItem
+    from addm_integration.provider import openai_api
     from addm_integration.store.context import Context
 
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
@@ -309,7 +311,7 @@ def test_an_ondemand_run_holds_none_of_the_work_list_its_pipeline_built(
         def nothing_to_do(self) -> str:
             return "nothing to do"
 
-    said = ondemand.execute(Context.open(ws.root), Prompts(), 4)
+    said = ondemand.execute(Context.open(ws.root, connect=openai_api.connector(ws.root)), Prompts(), 4)
     assert said.startswith("sent 120 requests") and len(alive) >= 2
     assert max(alive) == 0, alive
     assert not list((ws.root / "data" / "ledger" / "staging").rglob("*.jsonl"))  # the spilled list is gone

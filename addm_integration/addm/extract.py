@@ -19,7 +19,7 @@ from addm_integration.addm.custom_id import ReviewId, RunId, route
 from addm_integration.addm.inputs import ENRICHMENT, Task, read_dataset, read_task
 from addm_integration.engine.pipeline import Settled, WorkItem, keep_inputs, kept_inputs, load_kept
 from addm_integration.errors import BadInput
-from addm_integration.provider.outcomes import Outcome, unparsable
+from addm_integration.provider.base import Outcome, unparsable
 from addm_integration.store.cache import FINGERPRINT, JudgmentCache
 from addm_integration.store.context import Context
 from addm_integration.store.workspace import atomic_write

@@ -23,7 +23,7 @@ from addm_integration.addm.policies import Policy, read_policy
 from addm_integration.engine import prices
 from addm_integration.engine.pipeline import Settled, WorkItem, job_key, keep_inputs, kept_inputs, load_kept, sum_usage
 from addm_integration.errors import BadInput
-from addm_integration.provider.outcomes import Outcome, unparsable
+from addm_integration.provider.base import Outcome, unparsable
 from addm_integration.store.context import Context
 from addm_integration.store.workspace import atomic_write, atomic_write_json
 from ledger.log import format_ts

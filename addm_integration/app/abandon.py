@@ -13,15 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from addm_integration.engine.pipeline import connect
 from addm_integration.errors import BadInput, Transient
-from addm_integration.provider import openai_api
+from addm_integration.provider.base import STOPPED
 from addm_integration.schedule.entries import job_cron_table
-from addm_integration.store import credentials
 from addm_integration.store.context import Context
-from ledger.events import ENDED, BatchPolled, CronRemoved, JobAbandoned, Phase
+from ledger.events import BatchPolled, CronRemoved, JobAbandoned
 from ledger.reducer import JobState
-
-STOPPED = ENDED | {Phase.STOPPING}  # nothing left to cancel
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -63,15 +61,14 @@ def _abandon(ctx: Context, job: JobState, *, cancel: bool) -> list[str]:
     running = [b for b in state.batches_of(job.job_id) if b.phase not in STOPPED]
     cancelled: list[str] = []
     if cancel and running:
-        creds = credentials.resolve(ctx.ws.root, base_url=job.params.get("base_url"))
-        api = openai_api.client(creds)
+        provider = connect(ctx, job.params.get("base_url"))
         for batch in running:
-            remote = openai_api.retrieve(api, creds, batch.batch_id)
-            if openai_api.phase(remote.status) not in STOPPED:  # one that ended meanwhile cannot be cancelled (409)
-                remote = openai_api.cancel(api, creds, batch.batch_id)
+            remote = provider.retrieve(batch.batch_id)
+            if remote.phase not in STOPPED:  # one that ended meanwhile cannot be cancelled (409)
+                remote = provider.cancel(batch.batch_id)
                 cancelled.append(batch.batch_id)
-            phase = openai_api.phase(remote.status)
-            ctx.record(BatchPolled(batch.batch_id, remote.status, dict(batch.counts), tuple(batch.errors), phase))
+            counts, errors = dict(batch.counts), tuple(batch.errors)
+            ctx.record(BatchPolled(batch.batch_id, remote.status, counts, errors, remote.phase))
     table = job_cron_table(job)
     removed = 0
     for batch in state.batches_of(job.job_id):

@@ -198,7 +198,7 @@ def run(
         args.llm_mode = args.llm_mode or ("24hrbatch" if args.batch_id else "ondemand")
         if args.llm_mode == "ondemand":
             _refuse_batch_flags(argv, args.dry_run)
-        message = _dispatch(Context.open(root), args, argv, cls, build)
+        message = _dispatch(Context.open(root, connect=openai_api.connector(root)), args, argv, cls, build)
     except KeyboardInterrupt:
         print(f"{p.prog}: interrupted; what was applied is kept, run the same command to continue", file=sys.stderr)
         return 130
@@ -244,7 +244,7 @@ def _dispatch(ctx: Context, args: Any, argv: list[str], cls: type[Pipeline], bui
     pipeline = build(ctx, args)
     limits = plan.Limits(args.max_batch_requests, args.max_batch_bytes)
     if args.dry_run:
-        return prices.dry_run(pipeline, limits)
+        return prices.dry_run(pipeline, limits, openai_api.request_line)  # no credentials read: nothing is sent
     if args.llm_mode == "ondemand":
         if args.max_enqueued_tokens is not None:
             raise BadInput("--max-enqueued-tokens is for --llm-mode 24hrbatch (ondemand sends no batches)")

@@ -21,15 +21,16 @@ from typing import Any
 
 import orjson
 
+from addm_integration.engine.pipeline import connect
 from addm_integration.engine.plan import unsent_inputs
 from addm_integration.errors import AddmError, BadInput
-from addm_integration.provider import openai_api
+from addm_integration.provider.base import ENDED, IDEM_METADATA_KEY, JOB_METADATA_KEY, WORKSPACE_METADATA_KEY
 from addm_integration.schedule.cron import cron_supported
 from addm_integration.schedule.entries import CronSpec, cron_tables, install_cron
 from addm_integration.store import credentials
 from addm_integration.store.context import Context
 from addm_integration.store.ownership import workspace_id
-from ledger.events import ENDED, CronRemoved
+from ledger.events import CronRemoved
 from ledger.help import fill
 from ledger.reducer import State
 
@@ -148,20 +149,18 @@ def _orphans(ctx: Context, state: State) -> Iterator[Finding]:
         creds = credentials.resolve(ctx.ws.root, base_url=url)
         if not creds.api_key:
             return
-        api = openai_api.client(creds)
         try:
-            with openai_api.api_call("batch list", creds):
-                remote = list(api.batches.list(limit=100))
+            remote = list(connect(ctx, url).list())
         except AddmError as exc:
             yield Finding("server-unreachable", url, str(exc), "run doctor again later")
             continue
         for batch in remote:
-            metadata = batch.metadata or {}
-            idem = metadata.get(openai_api.IDEM_METADATA_KEY)
-            if not idem or batch.id in known or openai_api.phase(batch.status) in ENDED:
+            metadata = batch.metadata
+            idem = metadata.get(IDEM_METADATA_KEY)
+            if not idem or batch.id in known or batch.phase in ENDED:
                 continue
-            job_id = metadata.get(openai_api.JOB_METADATA_KEY)
-            owner = metadata.get(openai_api.WORKSPACE_METADATA_KEY)
+            job_id = metadata.get(JOB_METADATA_KEY)
+            owner = metadata.get(WORKSPACE_METADATA_KEY)
             if not (owner == ours if owner else job_id in state.jobs):
                 continue
             if job_id in state.jobs and state.jobs[job_id].params.get("submit"):
@@ -193,13 +192,11 @@ def cancel(ctx: Context, batch_id: str) -> str:
     """Cancel an orphan batch of this workspace; one that carries another workspace's id is refused."""
     state = ctx.state()
     urls = sorted({job.params.get("base_url") for job in state.jobs.values() if job.params.get("base_url")}) or [None]
-    creds = credentials.resolve(ctx.ws.root, base_url=urls[0])
-    api = openai_api.client(creds)
-    with openai_api.api_call(f"retrieve of {batch_id}", creds):
-        owner = (api.batches.retrieve(batch_id).metadata or {}).get(openai_api.WORKSPACE_METADATA_KEY)
+    provider = connect(ctx, urls[0])
+    owner = provider.retrieve(batch_id).metadata.get(WORKSPACE_METADATA_KEY)
     if owner and owner != workspace_id(ctx.ws):
         raise BadInput(f"batch {batch_id} belongs to another workspace ({owner}); cancel it from there")
-    batch = openai_api.cancel(api, creds, batch_id)
+    batch = provider.cancel(batch_id)
     return f"{batch_id}: {batch.status}"
 
 

@@ -27,18 +27,18 @@ from addm_integration.engine.decisions import (
     needs_requeue,
     to_resend,
 )
-from addm_integration.engine.pipeline import Pipeline, apply_outcomes, finalize
+from addm_integration.engine.pipeline import Pipeline, apply_outcomes, connect, finalize
 from addm_integration.engine.plan import Limits, ids_digest, plan_parts
 from addm_integration.engine.progress import progress
 from addm_integration.engine.send import send_pending_parts
 from addm_integration.errors import BadInput, DamagedFile
-from addm_integration.provider import openai_api
-from addm_integration.provider.outcomes import Outcome, from_batch_line
+from addm_integration.provider.base import ENDED, Outcome, Phase
 from addm_integration.schedule.entries import job_cron_table, resume_cron
-from addm_integration.store import credentials
 from addm_integration.store.context import Context
-from ledger.events import ENDED, BatchPolled, BatchSettled, CronRemoved, FilesStored, Phase
+from ledger.events import BatchPolled, BatchSettled, CronRemoved, FilesStored
 from ledger.reducer import BatchState, JobState, State
+
+LineReader = Callable[[dict[str, Any]], Outcome]
 
 _LEADING_ID = re.compile(rb'\{"custom_id":("(?:[^"\\]|\\.)*")')
 
@@ -168,17 +168,14 @@ def _stray_entry(ctx: Context, job: JobState, batch_id: str) -> bool:
 
 def _poll_and_store(ctx: Context, job: JobState, batch: BatchState) -> bool:
     """Check the batch; once terminal, download its files (each only once). True when they are all stored."""
-    creds = credentials.resolve(ctx.ws.root, base_url=job.params.get("base_url"))
-    api = openai_api.client(creds)
+    provider = connect(ctx, job.params.get("base_url"))
     with ctx.refusal_recorded(job.job_id, batch.batch_id):
-        remote = openai_api.retrieve(api, creds, batch.batch_id)
-    counts = remote.request_counts.model_dump() if remote.request_counts else {}
-    errors = openai_api.batch_errors(remote)
+        remote = provider.retrieve(batch.batch_id)
+    counts, errors = dict(remote.counts), tuple(remote.errors)
     news = (remote.status, counts, errors) != (batch.status, dict(batch.counts), tuple(batch.errors))
-    phase = openai_api.phase(remote.status)
     if news or job.refused is not None:  # a poll that got through also lifts an earlier refusal
-        ctx.record(BatchPolled(batch.batch_id, remote.status, counts, errors, phase))
-    if phase not in ENDED:
+        ctx.record(BatchPolled(batch.batch_id, remote.status, counts, errors, remote.phase))
+    if remote.phase not in ENDED:
         return False
     stored = dict(batch.files or {})
     for kind, file_id in (("output", remote.output_file_id), ("error", remote.error_file_id)):
@@ -186,13 +183,13 @@ def _poll_and_store(ctx: Context, job: JobState, batch: BatchState) -> bool:
             continue
         dest = ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl"
         with ctx.refusal_recorded(job.job_id, batch.batch_id):
-            meta = openai_api.download(api, creds, file_id, dest) if file_id else {"file_id": None}
+            meta = provider.download(file_id, dest) if file_id else {"file_id": None}
         failpoints.hit(f"after-download-{kind}")
         ctx.record(FilesStored(batch.batch_id, {kind: meta}))
     return True
 
 
-def _read_results(ctx: Context, batch: BatchState) -> tuple[dict[str, Outcome], int]:
+def _read_results(ctx: Context, job: JobState, batch: BatchState) -> tuple[dict[str, Outcome], int]:
     """Outcomes by custom_id from the stored files (the first line of an id wins), and the count of lines skipped.
 
     Every file is checked against the size and sha256 recorded when it was downloaded before any of it is read.
@@ -202,9 +199,10 @@ def _read_results(ctx: Context, batch: BatchState) -> tuple[dict[str, Outcome], 
         check_stored(ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl", meta, batch.batch_id)
     outcomes: dict[str, Outcome] = {}
     skipped = 0
+    read_line = connect(ctx, job.params.get("base_url")).read_line  # the lines are in the service's format
     with progress(batch.n_items, f"reading {batch.batch_id}") as advance:
         for kind, _ in stored:
-            skipped += _read_file(ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl", outcomes, advance)
+            skipped += _read_file(ctx.ws.batch_dir(batch.batch_id) / f"{kind}.jsonl", outcomes, read_line, advance)
     return outcomes, skipped
 
 
@@ -228,7 +226,7 @@ def check_stored(path: Path, meta: Mapping[str, Any], batch_id: str) -> None:
         )
 
 
-def _read_file(path: Path, outcomes: dict[str, Outcome], advance: Callable[[], None]) -> int:
+def _read_file(path: Path, outcomes: dict[str, Outcome], read_line: LineReader, advance: Callable[[], None]) -> int:
     """Add the file's outcomes to ``outcomes``; return how many lines had no custom_id or a repeated one."""
     skipped = 0
     with path.open("rb") as f:
@@ -245,7 +243,7 @@ def _read_file(path: Path, outcomes: dict[str, Outcome], advance: Callable[[], N
             if type(cid) is not str or cid in outcomes:
                 skipped += 1
                 continue
-            outcomes[cid] = from_batch_line(line)
+            outcomes[cid] = read_line(line)
             advance()
     return skipped
 
@@ -299,7 +297,7 @@ def _settle(ctx: Context, pipeline: Pipeline, state: State, batch_id: str, kind:
     batch = state.batches[batch_id]
     job = state.jobs[batch.job_id]
     with _collector_paused():
-        outcomes, skipped = _read_results(ctx, batch)
+        outcomes, skipped = _read_results(ctx, job, batch)
         unroutable = skipped + _match_submitted(ctx, job, batch, outcomes)
         result, events = apply_outcomes(
             pipeline, job, list(outcomes.values()), batch_id=batch_id, attempt=batch.attempt, kind=kind

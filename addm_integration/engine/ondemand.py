@@ -12,47 +12,29 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Any
 
 import orjson
 
-from addm_integration.engine.pipeline import Pipeline, WorkItem, apply_outcomes, create_job, finalize, job_key
+from addm_integration.engine.pipeline import Pipeline, WorkItem, apply_outcomes, connect, create_job, finalize, job_key
 from addm_integration.engine.plan import batch_lines, staging_for
 from addm_integration.engine.progress import progress
 from addm_integration.errors import BadInput, Refused, Transient
-from addm_integration.provider import openai_api
-from addm_integration.provider.outcomes import Outcome, from_body, from_exception, reached
-from addm_integration.store import credentials
+from addm_integration.provider.base import Outcome, Provider, reached
 from addm_integration.store.context import Context
-from addm_integration.store.credentials import Credentials
 from ledger.events import RunEnded, RunStarted, ServiceReached
 from ledger.reducer import JobState
-
-if TYPE_CHECKING:
-    from openai import AsyncOpenAI
 
 MODE = "ondemand"
 CHUNK = 500
 CHUNK_SECONDS = 5.0
 
 
-async def _call(api: AsyncOpenAI, item: WorkItem, secret: str | None) -> Outcome | Refused:
-    started = time.perf_counter()
-    try:
-        # The raw body, read as a batch line's body is: the same parser for both modes, and no model building.
-        raw = await api.chat.completions.with_raw_response.create(**item.body)
-        body = orjson.loads(raw.content)
-    except Exception as exc:
-        return openai_api.refusal(exc, "requests", secret) or from_exception(item.custom_id, exc, secret)
-    latency = (time.perf_counter() - started) * 1000
-    return from_body(item.custom_id, body, latency_ms=round(latency, 1))
-
-
 async def _run(
-    creds: Credentials,
+    provider: Provider,
     items: Iterator[WorkItem],
     concurrency: int,
     flush: Callable[[list[Outcome]], None],
@@ -63,7 +45,6 @@ async def _run(
     An apply rewrites the cache (a million judgments: a second or more of disk): in the event loop it would stall
     every request in flight. Outcomes that arrive during an apply wait for the next one, which takes them all.
     """
-    api = openai_api.async_client(creds)
     buffer: list[Outcome] = []
     refused: list[Refused] = []
     last_flush = time.monotonic()
@@ -83,11 +64,13 @@ async def _run(
     async def worker() -> None:
         # A shared iterator: each item is taken by exactly one worker, and none once the account refused.
         while not refused and (item := next(items, None)) is not None:
-            outcome = await _call(api, item, creds.api_key)
-            advance(failed=not isinstance(outcome, Outcome) or not outcome.ok)
-            if isinstance(outcome, Refused):
-                refused.append(outcome)
+            try:
+                outcome = await provider.chat(item.custom_id, item.body)
+            except Refused as exc:
+                advance(failed=True)
+                refused.append(exc)
                 continue
+            advance(failed=not outcome.ok)
             buffer.append(outcome)
             if len(buffer) >= CHUNK or time.monotonic() - last_flush >= CHUNK_SECONDS:
                 start_apply()
@@ -100,13 +83,13 @@ async def _run(
         if buffer:
             await asyncio.to_thread(flush, buffer[:])
             buffer.clear()
-        await api.close()
+        await provider.aclose()
     if refused:
         raise refused[0]
 
 
 def run(
-    creds: Credentials,
+    provider: Provider,
     items: Iterable[WorkItem],
     total: int,
     concurrency: int,
@@ -114,7 +97,7 @@ def run(
     already: int = 0,
 ) -> None:
     with progress(total, "requests", already=already, counts=True) as advance:
-        asyncio.run(_run(creds, iter(items), concurrency, flush, advance))
+        asyncio.run(_run(provider, iter(items), concurrency, flush, advance))
 
 
 def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
@@ -130,24 +113,31 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
     try:
         job = ctx.open_job(key, MODE)
         if job is None:
-            creds = credentials.resolve(ctx.ws.root)
-            openai_api.require_key(creds)
+            provider = connect(ctx)
+            provider.check()
             job_id, created = create_job(ctx, pipeline, key, MODE, {})
             with _work_list(ctx, pipeline, key, job_id) as (items, n):
                 if not n:
                     return pipeline.nothing_to_do()
                 ctx.record(replace(created, n_items=n), RunStarted(job_id))
                 said = f"sent {n} requests (job {job_id})"
-                return _run_job(ctx, pipeline, ctx.job_state(job_id).jobs[job_id], creds, items, n, concurrency, said)
+                return _run_job(
+                    ctx, pipeline, ctx.job_state(job_id).jobs[job_id], provider, items, n, concurrency, said
+                )
         job_id = job.job_id
-        creds = credentials.resolve(ctx.ws.root, base_url=job.params.get("base_url"))
-        openai_api.require_key(creds)
+        provider = connect(ctx, job.params.get("base_url"))
+        provider.check()
         with _work_list(ctx, pipeline, key, job_id) as (items, n):
             ctx.record(RunStarted(job_id))
             said = f"continued job {job_id}: sent the {n} requests it still lacked"
-            return _run_job(ctx, pipeline, ctx.job_state(job_id).jobs[job_id], creds, items, n, concurrency, said)
+            return _run_job(ctx, pipeline, ctx.job_state(job_id).jobs[job_id], provider, items, n, concurrency, said)
     finally:
         lock.release()
+
+
+def _staged_line(custom_id: str, body: Mapping[str, Any]) -> bytes:
+    """A line of the ondemand work list: ours, read back below, whatever the service's batch lines look like."""
+    return orjson.dumps({"custom_id": custom_id, "body": body}) + b"\n"
 
 
 @contextmanager
@@ -156,7 +146,7 @@ def _work_list(ctx: Context, pipeline: Pipeline, key: str, job_id: str) -> Itera
     time: a run of a million requests holds the few in flight, not every prompt, and counts them before the first
     call. The file goes once the run ends; a crash's leftover is overwritten by the job's next run, or swept with
     the identity's other staged inputs."""
-    lines = batch_lines(pipeline.work(job_id))
+    lines = batch_lines(pipeline.work(job_id), _staged_line)
     head = next(lines, None)  # a definition refused, or nothing to do: no file written
     if head is None:
         yield iter(()), 0
@@ -180,7 +170,7 @@ def _run_job(
     ctx: Context,
     pipeline: Pipeline,
     job: JobState,
-    creds: Credentials,
+    provider: Provider,
     items: Iterator[WorkItem],
     n_items: int,
     concurrency: int,
@@ -196,7 +186,7 @@ def _run_job(
         nonlocal transient, applied, pinned
         result, events = apply_outcomes(pipeline, job, chunk, batch_id=None, attempt=1)
         if not pinned and any(reached(o) for o in chunk):  # the URL that answered is the job's from now on
-            events.append(ServiceReached(job.job_id, creds.base_url))
+            events.append(ServiceReached(job.job_id, provider.url))
             pinned = True
         ctx.record(*events)
         reasons.update(reason for _, reason, _ in result.failures)
@@ -205,7 +195,7 @@ def _run_job(
 
     try:
         try:
-            run(creds, items, n_items, concurrency, flush, already=max(job.n_items - n_items, 0))
+            run(provider, items, n_items, concurrency, flush, already=max(job.n_items - n_items, 0))
         except Refused:  # what came back before it is applied; the job waits for the key or the account
             ended = "refused"
             raise
@@ -214,7 +204,7 @@ def _run_job(
             if transient == n_items:
                 ended = "unreachable"
                 raise Transient(
-                    f"all {n_items} requests to {creds.base_url} failed ({top}); nothing was written, "
+                    f"all {n_items} requests to {provider.url} failed ({top}); nothing was written, "
                     f"the next run retries them"
                 )
             ended = "nothing"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 import orjson
 
 from addm_integration.errors import DamagedFile
-from addm_integration.provider.outcomes import Outcome
+from addm_integration.provider.base import Outcome, Provider
 from addm_integration.store.workspace import Workspace, atomic_write
 from ledger.events import Event, ItemsApplied, ItemsFailed, JobCreated, JobFinalized
 from ledger.reducer import JobState
@@ -215,3 +215,12 @@ def create_job(
     """
     job_id = f"job_{ctx.clock().strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
     return job_id, JobCreated(job_id, pipeline.name, mode, key, {"pipeline": pipeline.params(), **params})
+
+
+def connect(ctx: Context, base_url: str | None = None) -> Provider:
+    """The service a job's calls go to, as the app chose it (tests: a fake): at the URL the job is pinned to, else
+    the configured one. Building one sends nothing; ``Provider.check`` says whether calls can be made."""
+    if ctx.connect is None:
+        raise RuntimeError("this run was started without a provider to call")
+    provider: Provider = ctx.connect(base_url)
+    return provider

@@ -9,15 +9,15 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from addm_integration.engine.pipeline import WorkItem
 from addm_integration.errors import BadInput
-from addm_integration.provider import openai_api
 from addm_integration.store.context import Context
 from ledger.events import PartPlanned
 from ledger.reducer import JobState
@@ -34,11 +34,13 @@ class Limits:
     max_bytes: int = MAX_BYTES
 
 
-def batch_lines(items: Iterable[WorkItem]) -> Iterator[tuple[str, bytes, str]]:
-    """(custom_id, request line, model) of each item: the model decides which part the line may go in."""
+def batch_lines(
+    items: Iterable[WorkItem], request_line: Callable[[str, Mapping[str, Any]], bytes]
+) -> Iterator[tuple[str, bytes, str]]:
+    """(custom_id, request line, model) of each item, the line in the provider's format (``request_line``): the
+    model decides which part the line may go in."""
     for item in items:
-        line = {"custom_id": item.custom_id, "method": "POST", "url": openai_api.ENDPOINT, "body": item.body}
-        yield item.custom_id, orjson.dumps(line) + b"\n", str(item.body.get("model", ""))
+        yield item.custom_id, request_line(item.custom_id, item.body), str(item.body.get("model", ""))
 
 
 def ids_digest(custom_ids: Iterable[str]) -> str:

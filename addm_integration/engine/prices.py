@@ -7,8 +7,9 @@ by ``ADDM_PRICES`` (``{"model": [input, output]}``); a model not in the table is
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -53,13 +54,13 @@ def cost(model: str, usage: Mapping[str, int], mode: str) -> float | None:
     return usd * (BATCH_DISCOUNT if mode == "24hrbatch" else 1.0)
 
 
-def dry_run(pipeline: Pipeline, limits: plan.Limits) -> str:
+def dry_run(pipeline: Pipeline, limits: plan.Limits, request_line: Callable[[str, Mapping[str, Any]], bytes]) -> str:
     """What a run would send and cost, computed from the very request lines it would send, split by the rule a
     submit splits by, each model at its own price; nothing is written."""
     batches = 0
     count: dict[str, int] = {}
     size: dict[str, int] = {}
-    for number, _, line, model in plan.split(plan.batch_lines(pipeline.work(None)), limits):
+    for number, _, line, model in plan.split(plan.batch_lines(pipeline.work(None), request_line), limits):
         count[model] = count.get(model, 0) + 1
         size[model] = size.get(model, 0) + len(line)
         batches = max(batches, number + 1)

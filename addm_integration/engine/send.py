@@ -10,55 +10,50 @@ import errno
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from addm_integration import failpoints
 from addm_integration.engine import pacing
-from addm_integration.provider import openai_api
+from addm_integration.engine.pipeline import connect
+from addm_integration.provider.base import IDEM_METADATA_KEY, JOB_METADATA_KEY, WORKSPACE_METADATA_KEY, Provider
 from addm_integration.schedule.entries import CronSpec, install_cron
-from addm_integration.store import credentials
 from addm_integration.store.context import Context
 from addm_integration.store.ownership import ensure_workspace_id
 from addm_integration.store.workspace import atomic_file
 from ledger.events import BatchCreated, FileUploaded, SendStarted, ServiceReached
 from ledger.reducer import JobState, PartState
 
-if TYPE_CHECKING:
-    from openai import OpenAI
 
-
-def send_part(ctx: Context, api: OpenAI, creds: credentials.Credentials, job: JobState, part: PartState) -> str:
+def send_part(ctx: Context, provider: Provider, job: JobState, part: PartState) -> str:
     """Upload and create the batch of one staged part (or adopt the one a crashed run created); return its id."""
     file_id = part.file_id
     existing = None
     not_before = job.created_at.timestamp() - 300
     if file_id is None:
         filename = f"addm-{part.idem_key}.jsonl"
-        file_id = openai_api.find_file(api, creds, filename, part.n_bytes, not_before) if part.tried else None
+        file_id = provider.find_file(filename, part.n_bytes, not_before) if part.tried else None
         if file_id is None:
             ctx.record(SendStarted(job.job_id, part.idem_key))
             failpoints.hit("before-upload")
-            file_id = openai_api.upload(api, creds, Path(part.input_path), filename)
+            file_id = provider.upload(Path(part.input_path), filename)
             failpoints.hit("after-upload")
         # The job follows the URL its first upload reached, not the one it was created under: a first try without
         # network must not pin the job to a URL the user then fixes.
-        pin = [] if job.params.get("base_url") else [ServiceReached(job.job_id, creds.base_url)]
+        pin = [] if job.params.get("base_url") else [ServiceReached(job.job_id, provider.url)]
         ctx.record(FileUploaded(job.job_id, part.idem_key, file_id), *pin)
     else:  # a previous run uploaded and may have created the batch before it stopped
-        existing = openai_api.find_batch(api, creds, part.idem_key, not_before)
+        existing = provider.find_batch(part.idem_key, not_before)
     if existing is None:
         metadata = {
-            openai_api.JOB_METADATA_KEY: job.job_id,
-            openai_api.IDEM_METADATA_KEY: part.idem_key,
-            openai_api.WORKSPACE_METADATA_KEY: ensure_workspace_id(ctx.ws),
+            JOB_METADATA_KEY: job.job_id,
+            IDEM_METADATA_KEY: part.idem_key,
+            WORKSPACE_METADATA_KEY: ensure_workspace_id(ctx.ws),
         }
-        batch = openai_api.create_batch(api, creds, file_id, metadata)
+        batch = provider.create(file_id, metadata)
         failpoints.hit("after-create")
     else:
         batch = existing
     keep_input(ctx, part, batch.id)
-    status, adopted = batch.status, existing is not None
-    ctx.record(BatchCreated(job.job_id, part.idem_key, batch.id, adopted, status, openai_api.phase(status)))
+    ctx.record(BatchCreated(job.job_id, part.idem_key, batch.id, existing is not None, batch.status, batch.phase))
     Path(part.input_path).unlink(missing_ok=True)
     return batch.id
 
@@ -94,13 +89,12 @@ def send_pending_parts(ctx: Context, job_id: str) -> list[str]:
     pending = pacing.admit(ctx.state(), job, job.params.get("max_enqueued_tokens"))
     if not pending:
         return []
-    creds = credentials.resolve(ctx.ws.root, base_url=job.params.get("base_url"))
-    api = openai_api.client(creds)
+    provider = connect(ctx, job.params.get("base_url"))
     spec = CronSpec.from_params(job.params.get("cron"))
     sent = []
     with ctx.refusal_recorded(job_id):
         for part in pending:
-            batch_id = send_part(ctx, api, creds, ctx.job_state(job_id).jobs[job_id], part)
+            batch_id = send_part(ctx, provider, ctx.job_state(job_id).jobs[job_id], part)
             failpoints.hit("before-cron")
             ctx.record(*install_cron(ctx, spec, batch_id))
             failpoints.hit("after-cron")

@@ -9,22 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from addm_integration import failpoints
 from addm_integration.engine import pacing
 from addm_integration.engine.decisions import job_complete
-from addm_integration.engine.pipeline import Pipeline, create_job, job_key
+from addm_integration.engine.pipeline import Pipeline, connect, create_job, job_key
 from addm_integration.engine.plan import Limits, batch_lines, plan_parts
 from addm_integration.engine.send import send_pending_parts
-from addm_integration.provider import openai_api
 from addm_integration.schedule.entries import CronSpec, check_cron_prerequisites, resume_cron
-from addm_integration.store import credentials
 from addm_integration.store.context import Context
 from ledger.reducer import JobState
-
-if TYPE_CHECKING:
-    pass
 
 MODE = "24hrbatch"
 
@@ -39,12 +34,12 @@ def submit(ctx: Context, pipeline: Pipeline, params: Mapping[str, Any], limits: 
         job = ctx.open_job(key, MODE)
         if job is not None:
             return job.job_id, _continue(ctx, pipeline, job, limits)
-        creds = credentials.resolve(ctx.ws.root)
-        openai_api.require_key(creds)
+        provider = connect(ctx)
+        provider.check()
         spec = CronSpec.from_params(params.get("cron"))
         check_cron_prerequisites(ctx, spec)
         job_id, created = create_job(ctx, pipeline, key, MODE, dict(params))
-        lines = batch_lines(pipeline.work(job_id))
+        lines = batch_lines(pipeline.work(job_id), provider.request_line)
         parts = plan_parts(ctx, job_id, key, lines, limits, first_index=0, attempt=1)
         if not parts:
             return None, pipeline.nothing_to_do()
@@ -66,7 +61,7 @@ def _continue(ctx: Context, pipeline: Pipeline, job: JobState, limits: Limits) -
 
     asked = 0
     if job_complete(ctx.job_state(job.job_id), job):
-        lines = batch_lines(pipeline.work(job.job_id))
+        lines = batch_lines(pipeline.work(job.job_id), connect(ctx, job.params.get("base_url")).request_line)
         parts = plan_parts(ctx, job.job_id, job.key, lines, limits, first_index=len(job.parts), attempt=1)
         ctx.record(*parts)
         asked = sum(p.n_items for p in parts)

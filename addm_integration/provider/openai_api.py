@@ -1,4 +1,5 @@
-"""Everything that talks to the OpenAI API, and the translation of its failures into ours.
+"""The OpenAI adapter of the provider seam: every call to the OpenAI API, the translation of its failures into
+ours, and the reading of its answers and result lines.
 
 Creating calls (upload, batch create) run with the SDK's automatic retries off: the SDK sends no idempotency key,
 so a retried POST that the server had already accepted would create a second, paid batch unseen. Instead the
@@ -11,13 +12,16 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from addm_integration.errors import BadInput, Refused, Transient
+from addm_integration.provider.base import IDEM_METADATA_KEY, Connect, Outcome, RemoteBatch
+from addm_integration.store import credentials
 from addm_integration.store.credentials import Credentials
 from addm_integration.store.workspace import atomic_file
 from ledger.events import Phase, upcast_with
@@ -27,11 +31,10 @@ if TYPE_CHECKING:  # the SDK takes most of a second to import: only runs that ta
     from openai.types import Batch
 
 ENDPOINT = "/v1/chat/completions"
-IDEM_METADATA_KEY = "addm_idem_key"
-JOB_METADATA_KEY = "addm_job_id"
-WORKSPACE_METADATA_KEY = "addm_workspace"  # the id of the workspace that sent the batch (store/ownership.py)
+MAX_REQUESTS = 50_000  # per batch
+MAX_BYTES = 200_000_000  # of a batch's input file
 RETRYABLE_STATUS = frozenset({408, 429})
-UNANSWERED = frozenset({"timed out", "connection failed"})  # describe()'s words for a call nobody answered
+RETRYABLE_CODES = frozenset({"batch_expired", "request_timeout"})  # result-line error codes worth sending again
 _SECRET = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
 
 
@@ -171,7 +174,7 @@ def describe(exc: BaseException, secret: str | None = None) -> str:
     import openai
 
     if isinstance(exc, openai.APITimeoutError):
-        text = "timed out"
+        text = "timed out"  # the words of base.UNANSWERED: nobody answered
     elif isinstance(exc, openai.APIConnectionError):
         text = "connection failed"
     elif isinstance(exc, openai.APIStatusError):
@@ -241,76 +244,204 @@ def api_call(what: str, creds: Credentials) -> Iterator[None]:
         raise BadInput(line) from None
 
 
-def upload(api: OpenAI, creds: Credentials, path: Path, filename: str) -> str:
-    """One POST, no SDK retry (a retried upload the server had taken would leave an orphan file)."""
-    with api_call("upload of the batch input", creds), open(path, "rb") as f:
-        return api.with_options(max_retries=0).files.create(file=(filename, f, "application/jsonl"), purpose="batch").id
-
-
-def find_file(api: OpenAI, creds: Credentials, filename: str, size: int, not_before: float) -> str | None:
-    """The id of an upload named ``filename`` of ``size`` bytes made since ``not_before``, if the server has one.
-
-    Like ``find_batch``, it reads every page rather than trust the listing's order (pages hold up to 10,000
-    files, so this is one request or a few); it runs only after a run stopped during an upload.
-    """
-    with api_call("upload lookup", creds):
-        for f in api.files.list(purpose="batch", order="desc"):
-            if f.created_at >= not_before and f.filename == filename and f.bytes == size:
-                return f.id
-    return None
-
-
-def create_batch(api: OpenAI, creds: Credentials, file_id: str, metadata: dict[str, str]) -> Batch:
-    with api_call("batch create", creds):
-        return api.with_options(max_retries=0).batches.create(
-            input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h", metadata=metadata
-        )
-
-
-def find_batch(api: OpenAI, creds: Credentials, idem_key: str, not_before: float) -> Batch | None:
-    """The batch tagged with ``idem_key`` created since ``not_before`` (Unix seconds), if the server has one.
-
-    The listing's order is not documented (it takes no ``order``, unlike the files listing), so every page is
-    read: stopping at the first older batch could miss ours and pay for it twice. This runs only after a run
-    stopped between creating a batch and recording it.
-    """
-    with api_call("batch lookup", creds):
-        for batch in api.batches.list(limit=100):
-            if batch.created_at >= not_before and (batch.metadata or {}).get(IDEM_METADATA_KEY) == idem_key:
-                return batch
-    return None
-
-
-def retrieve(api: OpenAI, creds: Credentials, batch_id: str) -> Batch:
-    with api_call(f"status check of {batch_id}", creds):
-        return api.batches.retrieve(batch_id)
-
-
-def cancel(api: OpenAI, creds: Credentials, batch_id: str) -> Batch:
-    with api_call(f"cancel of {batch_id}", creds):
-        return api.batches.cancel(batch_id)
-
-
-def download(api: OpenAI, creds: Credentials, file_id: str, dest: Path) -> dict[str, Any]:
-    """Stream a result file to ``dest`` (atomically) and return its size and sha256.
-
-    The caller holds the job's lock: an interrupted download's ``.part`` is this one's to overwrite.
-    """
-    digest = hashlib.sha256()
-    size = 0
-    with (
-        api_call(f"download of {file_id}", creds),
-        api.files.with_streaming_response.content(file_id) as response,
-        atomic_file(dest, scratch=dest.with_name(dest.name + ".part")) as out,
-    ):
-        for chunk in response.iter_bytes(1 << 20):
-            out.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
-    return {"file_id": file_id, "bytes": size, "sha256": digest.hexdigest()}
-
-
 def batch_errors(batch: Batch) -> tuple[dict[str, Any], ...]:
     if not batch.errors or not batch.errors.data:
         return ()
     return tuple({"code": e.code, "message": redact(e.message or ""), "line": e.line} for e in batch.errors.data if e)
+
+
+def request_line(custom_id: str, body: Mapping[str, Any]) -> bytes:
+    """One line of a batch input file; ``custom_id`` first, where requeues read it back without parsing."""
+    return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}) + b"\n"
+
+
+def snapshot(batch: Batch) -> RemoteBatch:
+    """The SDK's batch as the engine reads it: its phase beside the status word, its errors free of secrets."""
+    counts = batch.request_counts.model_dump() if batch.request_counts else {}
+    return RemoteBatch(
+        id=batch.id,
+        phase=phase(batch.status),
+        status=batch.status,
+        created_at=float(batch.created_at),
+        input_file_id=batch.input_file_id,
+        output_file_id=batch.output_file_id,
+        error_file_id=batch.error_file_id,
+        counts=counts,
+        errors=batch_errors(batch),
+        metadata=dict(batch.metadata or {}),
+    )
+
+
+def from_body(custom_id: str, body: Any, latency_ms: float | None = None) -> Outcome:
+    """A chat completion (as JSON) that came back with a 2xx status: live or in a batch, the same reading."""
+    try:
+        content = body["choices"][0]["message"].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return Outcome(custom_id, error="answer without choices", retryable=True)
+    if content is None:
+        return Outcome(custom_id, error="answer without content", retryable=True)
+    usage = body.get("usage")
+    return Outcome(custom_id, content, usage if type(usage) is dict else None, None, False, latency_ms)
+
+
+def from_batch_line(line: dict[str, Any]) -> Outcome:
+    """One line of a batch output or error file (its ``custom_id`` already checked to be a string).
+
+    Classified by content, never by which file the line came from.
+    """
+    custom_id = line["custom_id"]
+    error = line.get("error")
+    if error:
+        code = str(error.get("code") or "error") if type(error) is dict else "error"
+        return Outcome(custom_id, error=code, retryable=code in RETRYABLE_CODES)
+    response = line.get("response")
+    if type(response) is not dict:
+        return Outcome(custom_id, error="line without response", retryable=True)
+    status = response.get("status_code")
+    body = response.get("body")
+    if type(status) is int and 200 <= status < 300:
+        return from_body(custom_id, body)
+    if type(status) is not int:
+        status = int(status) if isinstance(status, str) and status.isdigit() else 0
+    detail = body.get("error") if type(body) is dict else None
+    detail = detail if type(detail) is dict else {}
+    code = detail.get("code") or detail.get("type") or ""
+    message = detail.get("message") or ""
+    reason = redact(f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else ""))
+    retryable = retryable_status(status) and not refused_status(status, code or None)  # no credit: not a rate limit
+    return Outcome(custom_id, error=" ".join(reason.split())[:300], retryable=retryable)
+
+
+def from_exception(custom_id: str, exc: BaseException, secret: str | None) -> Outcome:
+    """A live call that raised after the SDK's own retries."""
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError):
+        return Outcome(custom_id, error=describe(exc, secret), retryable=True)
+    if isinstance(exc, openai.APIStatusError):
+        return Outcome(custom_id, error=describe(exc, secret), retryable=retryable_status(exc.status_code))
+    return Outcome(custom_id, error=describe(exc, secret), retryable=False)
+
+
+class OpenAIProvider:
+    """The ``Provider`` of the OpenAI API over the ``openai`` SDK, for one key and base URL.
+
+    The SDK clients are made at the first call that needs them (importing the SDK takes most of a second, and a
+    run that has nothing to do never pays for it); ``check`` is what a run asks before it creates a job.
+    """
+
+    max_requests = MAX_REQUESTS
+    max_bytes = MAX_BYTES
+
+    def __init__(self, creds: Credentials) -> None:
+        self.creds = creds
+        self.url = creds.base_url
+        self._sync: OpenAI | None = None
+        self._async: AsyncOpenAI | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider({self.creds!r})"
+
+    @property
+    def _api(self) -> OpenAI:
+        if self._sync is None:
+            self._sync = client(self.creds)
+        return self._sync
+
+    def check(self) -> None:
+        require_key(self.creds)
+
+    def request_line(self, custom_id: str, body: Mapping[str, Any]) -> bytes:
+        return request_line(custom_id, body)
+
+    def read_line(self, line: dict[str, Any]) -> Outcome:
+        return from_batch_line(line)
+
+    def upload(self, path: Path, filename: str) -> str:
+        """One POST, no SDK retry (a retried upload the server had taken would leave an orphan file)."""
+        with api_call("upload of the batch input", self.creds), open(path, "rb") as f:
+            api = self._api.with_options(max_retries=0)
+            return api.files.create(file=(filename, f, "application/jsonl"), purpose="batch").id
+
+    def find_file(self, filename: str, size: int, not_before: float) -> str | None:
+        """Like ``find_batch``, every page rather than trust the listing's order (pages hold up to 10,000 files,
+        so this is one request or a few); it runs only after a run stopped during an upload."""
+        with api_call("upload lookup", self.creds):
+            for f in self._api.files.list(purpose="batch", order="desc"):
+                if f.created_at >= not_before and f.filename == filename and f.bytes == size:
+                    return f.id
+        return None
+
+    def create(self, file_id: str, metadata: Mapping[str, str]) -> RemoteBatch:
+        with api_call("batch create", self.creds):
+            batch = self._api.with_options(max_retries=0).batches.create(
+                input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h", metadata=dict(metadata)
+            )
+        return snapshot(batch)
+
+    def find_batch(self, idem_key: str, not_before: float) -> RemoteBatch | None:
+        """The listing's order is not documented (it takes no ``order``, unlike the files listing), so every page
+        is read: stopping at the first older batch could miss ours and pay for it twice. This runs only after a
+        run stopped between creating a batch and recording it."""
+        with api_call("batch lookup", self.creds):
+            for batch in self._api.batches.list(limit=100):
+                if batch.created_at >= not_before and (batch.metadata or {}).get(IDEM_METADATA_KEY) == idem_key:
+                    return snapshot(batch)
+        return None
+
+    def retrieve(self, batch_id: str) -> RemoteBatch:
+        with api_call(f"status check of {batch_id}", self.creds):
+            return snapshot(self._api.batches.retrieve(batch_id))
+
+    def cancel(self, batch_id: str) -> RemoteBatch:
+        with api_call(f"cancel of {batch_id}", self.creds):
+            return snapshot(self._api.batches.cancel(batch_id))
+
+    def list(self) -> Iterator[RemoteBatch]:
+        """Every page, read before the first batch is handed out: a failure midway is one error, not half a list."""
+        with api_call("batch list", self.creds):
+            batches = [snapshot(b) for b in self._api.batches.list(limit=100)]
+        return iter(batches)
+
+    def download(self, file_id: str, dest: Path) -> dict[str, Any]:
+        """Stream a result file to ``dest`` (atomically); its size and sha256.
+
+        The caller holds the job's lock: an interrupted download's ``.part`` is this one's to overwrite.
+        """
+        digest = hashlib.sha256()
+        size = 0
+        with (
+            api_call(f"download of {file_id}", self.creds),
+            self._api.files.with_streaming_response.content(file_id) as response,
+            atomic_file(dest, scratch=dest.with_name(dest.name + ".part")) as out,
+        ):
+            for chunk in response.iter_bytes(1 << 20):
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+        return {"file_id": file_id, "bytes": size, "sha256": digest.hexdigest()}
+
+    async def chat(self, custom_id: str, body: Mapping[str, Any]) -> Outcome:
+        if self._async is None:
+            self._async = async_client(self.creds)
+        started = time.perf_counter()
+        try:
+            # The raw body, read as a batch line's body is: the same parser for both modes, and no model building.
+            raw = await self._async.chat.completions.with_raw_response.create(**body)
+            answer = orjson.loads(raw.content)
+        except Exception as exc:
+            refused = refusal(exc, "requests", self.creds.api_key)
+            if refused is not None:
+                raise refused from None
+            return from_exception(custom_id, exc, self.creds.api_key)
+        return from_body(custom_id, answer, latency_ms=round((time.perf_counter() - started) * 1000, 1))
+
+    async def aclose(self) -> None:
+        if self._async is not None:
+            await self._async.close()
+            self._async = None
+
+
+def connector(root: Path) -> Connect:
+    """How the application reaches the OpenAI API: the key and URL of ``root`` (a job's pinned URL wins)."""
+    return lambda base_url: OpenAIProvider(credentials.resolve(root, base_url=base_url))

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
@@ -34,11 +34,16 @@ class Context:
     ws: Workspace
     ledger: Ledger
     clock: Callable[[], datetime] = utcnow
+    # The service the app chose (tests: a fake), as provider/base.py's Connect; the engine calls it through
+    # engine.pipeline.connect. Typed loosely here: the store sits below the provider and knows nothing of it.
+    connect: Callable[[str | None], Any] | None = None
 
     @classmethod
-    def open(cls, root: Path, clock: Callable[[], datetime] = utcnow) -> Context:
+    def open(
+        cls, root: Path, clock: Callable[[], datetime] = utcnow, connect: Callable[[str | None], Any] | None = None
+    ) -> Context:
         ws = Workspace(root)
-        return cls(ws, Ledger(ws.ledger_dir, clock=clock), clock)
+        return cls(ws, Ledger(ws.ledger_dir, clock=clock), clock, connect)
 
     @property
     def index(self) -> Index:
