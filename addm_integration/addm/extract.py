@@ -6,11 +6,12 @@ so a rerun after any failure asks only for what is missing.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import orjson
 
@@ -26,6 +27,7 @@ from addm_integration.store.workspace import atomic_write
 from ledger.reducer import JobState
 
 REVIEW_CHARS = 8000
+T = TypeVar("T")
 
 
 def request_body(task: Task, review: Mapping[str, Any], model: str) -> dict[str, Any]:
@@ -84,6 +86,42 @@ def parse_judgment(task: Task, review_id: str, review_facts: Sequence[Any], text
     judgment.update(zip(ENRICHMENT, review_facts[1:], strict=True))
     judgment[FINGERPRINT] = task.fingerprint
     return judgment
+
+
+def _judged(
+    outcomes: Sequence[Outcome],
+    route: Callable[[str], T | None],
+    judge: Callable[[T, str], dict[str, Any]],
+    applied: list[str],
+    failures: list[tuple[str, str, bool]],
+) -> Iterator[tuple[T, dict[str, Any]]]:
+    """(what it names, its judgment) of each outcome that answered for an item of this job, noted in ``applied``;
+    every other outcome goes to ``failures`` with its reason. The one reading of answers of both extract modes."""
+    for outcome in outcomes:
+        if outcome.error is not None:
+            failures.append(outcome.failure)
+            continue
+        target = route(outcome.custom_id)
+        if target is None:
+            failures.append((outcome.custom_id, "not a review of this job", False))
+            continue
+        try:
+            judgment = judge(target, outcome.content or "")
+        except ValueError as exc:
+            failures.append(unparsable(outcome, str(exc)).failure)
+            continue
+        applied.append(outcome.custom_id)
+        yield target, judgment
+
+
+def _judge(task: Task, reviews: Mapping[str, Sequence[Any]], review_id: str, text: str) -> dict[str, Any]:
+    return parse_judgment(task, review_id, reviews[review_id], text)
+
+
+def _judge_run(
+    tasks: Mapping[str, Task], reviews: Mapping[str, Sequence[Any]], run: RunId, text: str
+) -> dict[str, Any]:
+    return parse_judgment(tasks[run.topic], run.review_id, reviews[run.review_id], text)
 
 
 def load_task(ctx: Context, domain: str, task_id: str) -> Task:
@@ -171,23 +209,10 @@ class Extract:
 
     def apply(self, job: JobState, outcomes: Sequence[Outcome]) -> Settled:
         task, reviews = self.task, self.reviews(job.job_id)
-        judgments: dict[str, dict[str, Any]] = {}
         applied: list[str] = []
         failures: list[tuple[str, str, bool]] = []
-        for outcome in outcomes:
-            if outcome.error is not None:
-                failures.append(outcome.failure)
-                continue
-            review_id = self._route(reviews, outcome.custom_id)
-            if review_id is None:
-                failures.append((outcome.custom_id, "not a review of this job", False))
-                continue
-            try:
-                judgments[review_id] = parse_judgment(task, review_id, reviews[review_id], outcome.content or "")
-            except ValueError as exc:
-                failures.append(unparsable(outcome, str(exc)).failure)
-                continue
-            applied.append(outcome.custom_id)
+        owned = partial(self._route, reviews)
+        judgments = dict(_judged(outcomes, owned, partial(_judge, task, reviews), applied, failures))
         self.cache.merge(self.task_id, judgments)
         return Settled(tuple(applied), tuple(failures))
 
@@ -307,24 +332,12 @@ class TopicExtract(Extract):
         touched: dict[str, dict[str, None]] = {topic: {} for topic in self.topics}
         applied: list[str] = []
         failures: list[tuple[str, str, bool]] = []
-        for outcome in outcomes:
-            if outcome.error is not None:
-                failures.append(outcome.failure)
-                continue
-            target = self._route_run(reviews, outcome.custom_id, quota)
-            if target is None:
-                failures.append((outcome.custom_id, "not a review of this job", False))
-                continue
-            topic, _, rid, model, run = target
-            try:
-                judgment = parse_judgment(tasks[topic], rid, reviews[rid], outcome.content or "")
-            except ValueError as exc:
-                failures.append(unparsable(outcome, str(exc)).failure)
-                continue
+        owned = partial(self._route_run, reviews, quota=quota)
+        judge = partial(_judge_run, tasks, reviews)
+        for (topic, _, rid, model, run), judgment in _judged(outcomes, owned, judge, applied, failures):
             judgment["_model"], judgment["_run"], judgment["_extracted_at"] = model, run, now
             raw[topics.raw_key(topic, rid, model, run)] = judgment
             touched[topic][rid] = None
-            applied.append(outcome.custom_id)
         if raw:
             votes = self._votes(job.job_id)
             for key, judgment in raw.items():
