@@ -95,7 +95,7 @@ def test_a_batch_input_kept_on_another_file_system_is_copied(
             return link(src, dst)
         raise OSError(errno.EXDEV, "Invalid cross-device link", src, None, dst)
 
-    monkeypatch.setattr("addm_integration.engine.send.os.link", cross_device)
+    monkeypatch.setattr("addm_integration.store.workspace.os.link", cross_device)
     assert _main(ws, *submit_args(ws)) == 0, capsys.readouterr().err
     (batch,) = ws.batches()
     kept = ws.root / "data" / "batches" / batch / "input.jsonl"
@@ -315,3 +315,23 @@ def test_an_ondemand_run_holds_none_of_the_work_list_its_pipeline_built(
     assert said.startswith("sent 120 requests") and len(alive) >= 2
     assert max(alive) == 0, alive
     assert not list((ws.root / "data" / "ledger" / "staging").rglob("*.jsonl"))  # the spilled list is gone
+
+
+def test_place_links_where_it_can_copies_where_it_cannot_and_leaves_no_scratch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from addm_integration.store.workspace import place
+
+    source = tmp_path / "source.jsonl"
+    source.write_bytes(b'{"a":1}\n')
+    place(source, tmp_path / "linked" / "input.jsonl")
+    assert (tmp_path / "linked" / "input.jsonl").stat().st_ino == source.stat().st_ino
+
+    def cross_device(src: str, dst: str) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link", src, None, dst)
+
+    monkeypatch.setattr("addm_integration.store.workspace.os.link", cross_device)
+    place(source, tmp_path / "copied" / "input.jsonl")
+    copied = tmp_path / "copied" / "input.jsonl"
+    assert copied.read_bytes() == source.read_bytes() and copied.stat().st_ino != source.stat().st_ino
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["input.jsonl", "input.jsonl", "source.jsonl"]

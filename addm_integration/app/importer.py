@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import orjson
 from addm_integration.addm.inputs import RELEVANCE_FIELD, read_ground_truth
 from addm_integration.addm.metrics import VERDICTS
 from addm_integration.errors import BadInput
-from addm_integration.store.workspace import Workspace, atomic_file, atomic_write
+from addm_integration.store.workspace import Workspace, atomic_write, place
 
 KS = (25, 50, 100, 200)
 SYSTEM_PROMPT_NAME = "output_schema.txt"  # the name it keeps in the workspace, beside the policy definitions
@@ -394,15 +393,7 @@ def _write(item: Planned) -> None:
         atomic_write(item.target, item.data)
         return
     assert item.source is not None
-    item.target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = item.target.with_name(f".{item.target.name}.import")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(item.source, tmp)  # the checkout's own file, no second copy of a dataset
-    except OSError:
-        with atomic_file(tmp) as f, item.source.open("rb") as src:
-            shutil.copyfileobj(src, f)
-    os.replace(tmp, item.target)
+    place(item.source, item.target)  # the checkout's own file: no second copy of a dataset
 
 
 def run_import(checkout: Path, root: Path, domain: str, force: bool) -> list[str]:

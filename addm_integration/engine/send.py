@@ -6,9 +6,6 @@ it happens: a part whose batch may have been created unseen by a run that stoppe
 
 from __future__ import annotations
 
-import errno
-import os
-import shutil
 from pathlib import Path
 
 from addm_integration import failpoints
@@ -18,7 +15,7 @@ from addm_integration.provider.base import IDEM_METADATA_KEY, JOB_METADATA_KEY, 
 from addm_integration.schedule.entries import CronSpec, install_cron
 from addm_integration.store.context import Context
 from addm_integration.store.ownership import ensure_workspace_id
-from addm_integration.store.workspace import atomic_file
+from addm_integration.store.workspace import place
 from ledger.events import BatchCreated, FileUploaded, SendStarted, ServiceReached
 from ledger.reducer import JobState, PartState
 
@@ -65,16 +62,8 @@ def keep_input(ctx: Context, part: PartState, batch_id: str) -> None:
     the two folders are on different file systems (or links are refused), an atomic copy.
     """
     target = ctx.ws.batch_dir(batch_id) / "input.jsonl"
-    if target.exists():
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(part.input_path, target)
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-            raise
-        with open(part.input_path, "rb") as src, atomic_file(target) as out:
-            shutil.copyfileobj(src, out, 1 << 20)
+    if not target.exists():
+        place(Path(part.input_path), target)
 
 
 def send_pending_parts(ctx: Context, job_id: str) -> list[str]:
