@@ -233,7 +233,8 @@ def bench_audit_history(jobs: int = 20, per_job: int = 50_000) -> None:
         line(f"  the same read in process, {jobs} applications found", f"{big * 1000:.1f} ms")
 
 
-_APPLY = """
+# A cron run's fetch of one batch (argv: root, batch id, a word its message must hold).
+_FETCH = """
 import sys, time
 from pathlib import Path
 from addm_integration.store.context import Context
@@ -243,7 +244,7 @@ from addm_integration.provider import openai_api
 start = time.perf_counter()
 root = Path(sys.argv[1])
 said = advance.advance(Context.open(root, connect=openai_api.connector(root)), Extract, sys.argv[2])
-assert said and "applied" in said, said
+assert said and sys.argv[3] in said, said
 print(time.perf_counter() - start, _peak_mb())
 """
 
@@ -262,7 +263,7 @@ def timed(*args, **kwargs):
 submit.send_pending_parts = timed
 start = time.perf_counter()
 assert extract.main(sys.argv[1:]) == 0
-print(time.perf_counter() - start, sending[0], _peak_mb())
+print(time.perf_counter() - start, _peak_mb(), sending[0])
 """
 
 # What sending cannot do without: the staged bytes through the SDK and the batch created, one call each.
@@ -314,13 +315,13 @@ def _peak_mb():
 """
 
 
-def _child(code: str, *args: str) -> tuple[float, float]:
+def _child(code: str, *args: str) -> tuple[float, ...]:
+    """The figures a child printed on its last line: seconds and peak MB first, then any of its own."""
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     out = subprocess.run(
         [sys.executable, "-c", _PEAK + code, *args], env=env, capture_output=True, text=True, check=True
     )
-    seconds, rss = out.stdout.splitlines()[-1].split()
-    return float(seconds), float(rss)
+    return tuple(float(x) for x in out.stdout.splitlines()[-1].split())
 
 
 def best_of(repeat: int, cases: dict[str, Callable[[], tuple[float, float]]]) -> list[tuple[float, float]]:
@@ -335,10 +336,10 @@ def best_of(repeat: int, cases: dict[str, Callable[[], tuple[float, float]]]) ->
     return [(min(t for t, _ in r), max(m for _, m in r)) for r in runs.values()]
 
 
-def _child_in_copy(template: Path, root: Path, code: str, *args: str) -> Callable[[], tuple[float, float]]:
+def _child_in_copy(template: Path, root: Path, code: str, *args: str) -> Callable[[], tuple[float, ...]]:
     """A case that runs ``code`` in a fresh copy of ``template`` at ``root``: each round starts from the same files."""
 
-    def case() -> tuple[float, float]:
+    def case() -> tuple[float, ...]:
         shutil.rmtree(root, ignore_errors=True)
         shutil.copytree(template, root)
         os.sync()  # the copy's dirty pages must not land inside the measured fsyncs
@@ -414,8 +415,8 @@ def bench_scale(n_lines: int, cache_size: int, repeat: int) -> None:
             repeat,
             {
                 "bare": lambda: _child(_BARE_APPLY, *bare_args),
-                "empty": _child_in_copy(template, tmp_path / "empty", _APPLY, batch_id),
-                "full": _child_in_copy(full_template, tmp_path / "full", _APPLY, batch_id),
+                "empty": _child_in_copy(template, tmp_path / "empty", _FETCH, batch_id, "applied"),
+                "full": _child_in_copy(full_template, tmp_path / "full", _FETCH, batch_id, "applied"),
             },
         )
         ours = orjson.loads((tmp_path / "empty" / "data" / "answers" / "yelp" / "cache.json").read_bytes())
@@ -440,11 +441,7 @@ def bench_scale(n_lines: int, cache_size: int, repeat: int) -> None:
             def submit() -> tuple[float, float]:
                 for made in ("ledger", "batches"):
                     shutil.rmtree(template / "data" / made, ignore_errors=True)
-                env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
-                out = subprocess.run(
-                    [sys.executable, "-c", _PEAK + _SUBMIT, *args], env=env, capture_output=True, text=True, check=True
-                )
-                total, sending, rss = (float(x) for x in out.stdout.splitlines()[-1].split())
+                total, rss, sending = _child(_SUBMIT, *args)
                 timings["sending"].append(sending)
                 kept = sorted((template / "data" / "batches").glob("*/input.jsonl"))
                 with staged.open("wb") as out_file:  # what it uploaded, for the bare upload of the same bytes
@@ -477,20 +474,6 @@ def bench_scale(n_lines: int, cache_size: int, repeat: int) -> None:
 
     bench_ondemand()
 
-
-_TOPIC_FETCH = """
-import sys, time
-from pathlib import Path
-from addm_integration.store.context import Context
-from addm_integration.addm.extract import Extract
-from addm_integration.engine import advance
-from addm_integration.provider import openai_api
-start = time.perf_counter()
-root = Path(sys.argv[1])
-said = advance.advance(Context.open(root, connect=openai_api.connector(root)), Extract, sys.argv[2])
-assert said and "aggregated" in said, said
-print(time.perf_counter() - start, _peak_mb())
-"""
 
 # What any reader of a batch's results must do at the least: parse every line and the answer inside it.
 _BARE_PARSE = """
@@ -607,7 +590,7 @@ def bench_topic(n_reviews: int, runs: int, repeat: int) -> None:
             repeat,
             {
                 "bare": lambda: _child(_BARE_PARSE, str(output)),
-                "ours": _child_in_copy(template, tmp_path / "run", _TOPIC_FETCH, batch_id),
+                "ours": _child_in_copy(template, tmp_path / "run", _FETCH, batch_id, "aggregated"),
             },
         )
         done = orjson.loads((tmp_path / "run" / "data/answers/yelp/judgement_cache.json").read_bytes())
