@@ -324,40 +324,28 @@ def _settle(ctx: Context, pipeline: Pipeline, state: State, batch_id: str, kind:
 
 def _requeue(ctx: Context, job: JobState, batch: BatchState, ids: Sequence[str]) -> str:
     wanted = set(ids)
-    model = job.parts[batch.idem_key].model
-    path = ctx.ws.batch_dir(batch.batch_id) / "input.jsonl"
-    lines = ((c, raw, model) for c, raw in input_lines(path) if c in wanted)
-    limits = Limits(**job.params.get("limits", {}))
-    parts = plan_parts(
-        ctx,
-        job.job_id,
-        job.key,
-        lines,
-        limits,
-        first_index=len(job.parts),
-        attempt=batch.attempt + 1,
-        source_batch=batch.batch_id,
-    )
-    ctx.record(*parts)
+    _plan_again(ctx, job, batch, wanted, attempt=batch.attempt + 1)
     return f"requeued {len(wanted)} retryable failures of {batch.batch_id} (attempt {batch.attempt + 1})"
 
 
 def _resend(ctx: Context, job: JobState, batch: BatchState) -> str:
     """Plan every item of a batch refused for tokens again, at the same attempt: nothing of it ran."""
+    _plan_again(ctx, job, batch, None, attempt=batch.attempt)
+    model = job.parts[batch.idem_key].model
+    return f"{batch.batch_id}: its {batch.n_items} requests wait for room in the {model} queue (no attempt counted)"
+
+
+def _plan_again(ctx: Context, job: JobState, batch: BatchState, wanted: set[str] | None, *, attempt: int) -> None:
+    """Plan the batch's stored request lines (those ``wanted``, or all) as new parts of its job, split as any."""
     model = job.parts[batch.idem_key].model
     path = ctx.ws.batch_dir(batch.batch_id) / "input.jsonl"
+    lines = ((c, raw, model) for c, raw in input_lines(path) if wanted is None or c in wanted)
+    limits = Limits(**job.params.get("limits", {}))
+    first = len(job.parts)
     parts = plan_parts(
-        ctx,
-        job.job_id,
-        job.key,
-        ((c, raw, model) for c, raw in input_lines(path)),
-        Limits(**job.params.get("limits", {})),
-        first_index=len(job.parts),
-        attempt=batch.attempt,
-        source_batch=batch.batch_id,
+        ctx, job.job_id, job.key, lines, limits, first_index=first, attempt=attempt, source_batch=batch.batch_id
     )
     ctx.record(*parts)
-    return f"{batch.batch_id}: its {batch.n_items} requests wait for room in the {model} queue (no attempt counted)"
 
 
 def _replay(ctx: Context, pipeline: Pipeline, batch_id: str) -> str:
