@@ -67,12 +67,11 @@ def dry_run(pipeline: Pipeline, limits: plan.Limits, request_line: Callable[[str
     assumed = ASSUMED_OUTPUT_TOKENS.get(pipeline.name, 300)
     # about 4 bytes a token: the request line is mostly the prompt
     usage = {m: {"prompt_tokens": size[m] // 4, "completion_tokens": count[m] * assumed} for m in count}
-    live = [cost(m, u, "ondemand") for m, u in usage.items()]
-    batch = [cost(m, u, "24hrbatch") for m, u in usage.items()]
+    live, batch = _total(usage, "ondemand"), _total(usage, "24hrbatch")
     money = (
         "cost unknown for this model"
-        if None in live or None in batch
-        else f"ondemand ${sum(live):.4f}, 24hrbatch ${sum(batch):.4f}"  # type: ignore[arg-type]
+        if live is None or batch is None
+        else f"ondemand ${live:.4f}, 24hrbatch ${batch:.4f}"
     )
     tokens_in = sum(u["prompt_tokens"] for u in usage.values())
     tokens_out = sum(u["completion_tokens"] for u in usage.values())
@@ -81,3 +80,9 @@ def dry_run(pipeline: Pipeline, limits: plan.Limits, request_line: Callable[[str
         f"of at most {limits.max_requests:,} requests / {limits.max_bytes:,} bytes; about {tokens_in:,} input and "
         f"{tokens_out:,} output tokens ({', '.join(usage) or pipeline.model}): {money}"
     )
+
+
+def _total(usage: Mapping[str, Mapping[str, int]], mode: str) -> float | None:
+    """USD for the tokens of every model, or None when one of them has no price."""
+    costs = [cost(model, tokens, mode) for model, tokens in usage.items()]
+    return sum(c for c in costs if c is not None) if None not in costs else None
