@@ -59,11 +59,15 @@ _SPLIT_LIMITS = ("--max-batch-requests", "--max-batch-bytes")
 _NOT_FOR_CRON = {"--wait": 0, "--dry-run": 0, "--replay": 0, "--root": 1, "--crontab-file": 1, "--batch-id": 1}
 
 
-def positive_int(text: str) -> int:
+def _integer(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -76,10 +80,7 @@ def llm_mode(text: str) -> str:
 
 def non_negative_int(text: str) -> int:
     """A count where 0 means "all" (or "none" for --skip): the message says so for a negative one."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
