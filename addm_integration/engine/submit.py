@@ -58,7 +58,6 @@ def _continue(ctx: Context, pipeline: Pipeline, job: JobState, limits: Limits) -
 
     A job whose batches all ended without a result (failed validation, every item failed) was left open for this.
     """
-
     asked = 0
     if job_complete(ctx.job_state(job.job_id), job):
         lines = batch_lines(pipeline.work(job.job_id), connect(ctx, job.params.get("base_url")).request_line)
