@@ -99,17 +99,21 @@ class RunId(NamedTuple):
         return encode("policy", self.topic, self.business_id, self.review_id, self.model, f"run{self.run}")
 
 
+# A record built straight from its checked fields: ``_make`` and the generated ``__new__`` are Python calls, a
+# quarter of the time routing a result line takes.
+_record = tuple.__new__
+
+
 def parse(custom_id: str) -> ReviewId | SampleId | RunId:
     """Decode a custom_id into its routing record; raises CustomIdError for anything else."""
-    parts = _parts(custom_id)
-    if parts[0] == "review" and len(parts) == 4:
-        return ReviewId._make(parts[1:])
-    if parts[0] == "sample" and len(parts) == 3:
-        return SampleId._make(parts[1:])
-    if parts[0] == "policy" and len(parts) == 6 and parts[5][:3] == "run" and parts[5][3:].isdigit():
-        run = parts[5][3:]
-        if run.isascii() and run[0] != "0":
-            return RunId(parts[1], parts[2], parts[3], parts[4], int(run))
+    match _parts(custom_id):
+        case ["review", task_id, business_id, review_id]:
+            return _record(ReviewId, (task_id, business_id, review_id))
+        case ["sample", run_name, sample_id]:
+            return _record(SampleId, (run_name, sample_id))
+        case ["policy", topic, business_id, review_id, model, run] if run[:3] == "run" and run[3:].isdigit():
+            if run.isascii() and run[3] != "0":
+                return _record(RunId, (topic, business_id, review_id, model, int(run[3:])))
     raise CustomIdError(f"not an ADDM custom_id: {custom_id!r}")
 
 

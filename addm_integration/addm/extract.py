@@ -68,6 +68,11 @@ def facts(business_id: str, review: Mapping[str, Any]) -> list[Any]:
     return [business_id, *(review.get(name) for name in ENRICHMENT)]
 
 
+# Where each enrichment sits in ``facts``: a judgment copies them by index, where a zip over a slice of the facts
+# took a fifth of reading an answer.
+_FACT_AT = tuple(enumerate(ENRICHMENT, 1))
+
+
 def parse_judgment(task: Task, review_id: str, review_facts: Sequence[Any], text: str) -> dict[str, Any]:
     """The cached judgment of an answer: out-of-list values fall back to the field's default. Raises ValueError."""
     answer = answers.parse_json_answer(text)
@@ -77,13 +82,16 @@ def parse_judgment(task: Task, review_id: str, review_facts: Sequence[Any], text
     relevant = answer.get(flag)
     if type(relevant) is not bool:
         raise ValueError(f"{flag} missing or not a boolean")
+    if len(review_facts) != len(_FACT_AT) + 1:
+        raise ValueError(f"the job's snapshot holds {len(review_facts)} facts of the review, not {len(_FACT_AT) + 1}")
     judgment: dict[str, Any] = {"review_id": review_id, flag: relevant}
     if relevant:
         get = answer.get
         for name, values, default in task.choices:
             value = get(name)
             judgment[name] = value if type(value) is str and value in values else default
-    judgment.update(zip(ENRICHMENT, review_facts[1:], strict=True))
+    for at, name in _FACT_AT:
+        judgment[name] = review_facts[at]
     judgment[FINGERPRINT] = task.fingerprint
     return judgment
 

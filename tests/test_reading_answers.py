@@ -1,0 +1,77 @@
+"""Reading an answer and the id it came back under, as every line of a batch is read: the checks a faster reading
+must keep, in-process."""
+
+from __future__ import annotations
+
+import pytest
+
+from addm_integration.addm.custom_id import ReviewId, RunId, SampleId, route
+from addm_integration.addm.extract import parse_judgment
+from addm_integration.addm.inputs import Task
+
+TASK = Task("T1", "a task", {"severity": {"none": "-", "mild": "-"}, "claim": {"false": "-", "true": "-"}})
+FACTS = ["b1", "2020-01-02 03:04:05", 4.0, 2]
+
+
+def test_a_value_outside_the_list_or_not_a_string_falls_back_to_the_fields_default() -> None:
+    text = '{"is_relevant": true, "severity": "extreme", "claim": ["true"]}'
+    judgment = parse_judgment(TASK, "r1", FACTS, text)
+    assert judgment == {
+        "review_id": "r1",
+        "is_relevant": True,
+        "severity": "none",
+        "claim": "false",
+        "date": "2020-01-02 03:04:05",
+        "stars": 4.0,
+        "useful": 2,
+        "_term_hash": TASK.fingerprint,
+    }
+    assert list(judgment) == ["review_id", "is_relevant", "severity", "claim", "date", "stars", "useful", "_term_hash"]
+
+
+def test_an_answer_that_is_not_relevant_keeps_none_of_its_fields_and_a_fenced_one_is_read() -> None:
+    judgment = parse_judgment(TASK, "r1", FACTS, '```json\n{"is_relevant": false, "severity": "mild"}\n```')
+    facts = {"date": FACTS[1], "stars": FACTS[2], "useful": FACTS[3], "_term_hash": TASK.fingerprint}
+    assert judgment == {"review_id": "r1", "is_relevant": False, **facts}
+    assert parse_judgment(TASK, "r1", FACTS, '{"is_relevant": true}')["severity"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("[true]", "not a JSON object"),
+        ('{"is_relevant": 1}', "is_relevant missing or not a boolean"),
+        ('{"severity": "mild"}', "is_relevant missing or not a boolean"),
+        ("{not json", "not JSON"),
+    ],
+)
+def test_an_answer_that_cannot_be_read_is_refused_with_its_reason(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        parse_judgment(TASK, "r1", FACTS, text)
+
+
+@pytest.mark.parametrize("facts", [FACTS[:3], [*FACTS, "extra"]])
+def test_a_snapshot_of_a_review_of_another_shape_is_refused_not_read_by_position(facts: list[object]) -> None:
+    with pytest.raises(ValueError, match="snapshot"):
+        parse_judgment(TASK, "r1", facts, '{"is_relevant": false}')
+
+
+def test_route_reads_escaped_ids_in_either_case_of_the_escape() -> None:
+    escaped = ReviewId("G1a", "b:1", "r%2::x").encode()
+    assert route(escaped, ReviewId) == ReviewId("G1a", "b:1", "r%2::x")
+    assert route("review::G1a::b%3a1::r", ReviewId) == ReviewId("G1a", "b:1", "r")
+    assert route(RunId("G1a", "b", "r", "m", 2).encode(), RunId) == RunId("G1a", "b", "r", "m", 2)
+
+
+@pytest.mark.parametrize(
+    "cid",
+    [
+        SampleId("run", "b").encode(),
+        "review::G1a::b:1::r",
+        "review::G1a::b::r::x",
+        "policy::t::b::r::m::run01",
+        "policy::t::b::r::m::run\u0661",
+    ],
+)
+def test_route_gives_none_for_another_kind_or_a_malformed_id(cid: str) -> None:
+    assert route(cid, ReviewId) is None and route(cid, RunId) is None
