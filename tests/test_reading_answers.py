@@ -8,6 +8,7 @@ import pytest
 from addm_integration.addm.custom_id import ReviewId, RunId, SampleId, route
 from addm_integration.addm.extract import parse_judgment
 from addm_integration.addm.inputs import Task
+from addm_integration.provider.openai_api import from_batch_line
 
 TASK = Task("T1", "a task", {"severity": {"none": "-", "mild": "-"}, "claim": {"false": "-", "true": "-"}})
 FACTS = ["b1", "2020-01-02 03:04:05", 4.0, 2]
@@ -75,3 +76,10 @@ def test_route_reads_escaped_ids_in_either_case_of_the_escape() -> None:
 )
 def test_route_gives_none_for_another_kind_or_a_malformed_id(cid: str) -> None:
     assert route(cid, ReviewId) is None and route(cid, RunId) is None
+
+
+@pytest.mark.parametrize("content", [None, ["text"], 5])
+def test_a_result_line_without_text_content_is_a_retryable_failure_not_an_answer(content: object) -> None:
+    body = {"choices": [{"message": {"content": content}}]}
+    outcome = from_batch_line({"custom_id": "c1", "response": {"status_code": 200, "body": body}})
+    assert outcome.content is None and outcome.retryable and outcome.error and "content" in outcome.error

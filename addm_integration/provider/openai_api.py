@@ -279,8 +279,9 @@ def from_body(custom_id: str, body: Any, latency_ms: float | None = None) -> Out
         content = body["choices"][0]["message"].get("content")
     except (KeyError, IndexError, TypeError, AttributeError):
         return Outcome(custom_id, error="answer without choices", retryable=True)
-    if content is None:
-        return Outcome(custom_id, error="answer without content", retryable=True)
+    if type(content) is not str:  # null, or the parts of a multimodal answer: no text for a parser to read
+        why = "answer without content" if content is None else "answer whose content is not text"
+        return Outcome(custom_id, error=why, retryable=True)
     usage = body.get("usage")
     # Built as the tuple it is: the generated __new__ of a NamedTuple is a slow call, once per line of a batch.
     return _tuple(Outcome, (custom_id, content, usage if type(usage) is dict else None, None, False, latency_ms))
