@@ -14,6 +14,11 @@ TASK = Task("T1", "a task", {"severity": {"none": "-", "mild": "-"}, "claim": {"
 FACTS = ["b1", "2020-01-02 03:04:05", 4.0, 2]
 
 
+def _enriched(task: Task) -> dict[str, object]:
+    """What every judgment of FACTS carries besides the answer."""
+    return {"date": FACTS[1], "stars": FACTS[2], "useful": FACTS[3], "_term_hash": task.fingerprint}
+
+
 def test_a_value_outside_the_list_or_not_a_string_falls_back_to_the_fields_default() -> None:
     text = '{"is_relevant": true, "severity": "extreme", "claim": ["true"]}'
     judgment = parse_judgment(TASK, "r1", FACTS, text)
@@ -32,8 +37,7 @@ def test_a_value_outside_the_list_or_not_a_string_falls_back_to_the_fields_defau
 
 def test_an_answer_that_is_not_relevant_keeps_none_of_its_fields_and_a_fenced_one_is_read() -> None:
     judgment = parse_judgment(TASK, "r1", FACTS, '```json\n{"is_relevant": false, "severity": "mild"}\n```')
-    facts = {"date": FACTS[1], "stars": FACTS[2], "useful": FACTS[3], "_term_hash": TASK.fingerprint}
-    assert judgment == {"review_id": "r1", "is_relevant": False, **facts}
+    assert judgment == {"review_id": "r1", "is_relevant": False, **_enriched(TASK)}
     assert parse_judgment(TASK, "r1", FACTS, '{"is_relevant": true}')["severity"] == "none"
 
 
@@ -83,3 +87,16 @@ def test_a_result_line_without_text_content_is_a_retryable_failure_not_an_answer
     body = {"choices": [{"message": {"content": content}}]}
     outcome = from_batch_line({"custom_id": "c1", "response": {"status_code": 200, "body": body}})
     assert outcome.content is None and outcome.retryable and outcome.error and "content" in outcome.error
+
+
+def test_an_answer_text_read_before_is_read_under_each_task_apart_into_a_judgment_of_its_own() -> None:
+    text = '{"is_relevant": true, "severity": "mild", "claim": "maybe"}'
+    first = parse_judgment(TASK, "r1", FACTS, text)
+    first["_model"], first["severity"] = "gpt-5-nano", "changed"  # topic mode adds to the judgment it gets
+    again = parse_judgment(TASK, "r2", FACTS, text)
+    assert again == {"review_id": "r2", "is_relevant": True, "severity": "mild", "claim": "false", **_enriched(TASK)}
+    other = Task("T1", "other values", {"severity": {"severe": "-", "mild": "-"}, "claim": {"maybe": "-"}})
+    read = parse_judgment(other, "r1", FACTS, text)
+    assert read == {"review_id": "r1", "is_relevant": True, "severity": "mild", "claim": "maybe", **_enriched(other)}
+    with pytest.raises(ValueError, match="is_related missing"):
+        parse_judgment(Task("T1", "another flag", TASK.fields, "is_related"), "r1", FACTS, text)

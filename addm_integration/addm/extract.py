@@ -73,8 +73,34 @@ def facts(business_id: str, review: Mapping[str, Any]) -> list[Any]:
 _FACT_AT = tuple(enumerate(ENRICHMENT, 1))
 
 
+# Bounds of ``Task.readings``: a run of free-text answers, all distinct, must not keep them all.
+_READINGS = 4096
+_READING_CHARS = 1024
+
+
 def parse_judgment(task: Task, review_id: str, review_facts: Sequence[Any], text: str) -> dict[str, Any]:
-    """The cached judgment of an answer: out-of-list values fall back to the field's default. Raises ValueError."""
+    """The cached judgment of an answer: out-of-list values fall back to the field's default. Raises ValueError.
+
+    A text the task has read before is not parsed nor checked again (``Task.readings``); each judgment is a
+    dict of its own all the same, which its caller may add to.
+    """
+    readings = task.readings
+    fields = readings.get(text)
+    if fields is None:
+        fields = _fields(task, text)
+        if len(readings) < _READINGS and len(text) <= _READING_CHARS:
+            readings[text] = fields
+    if len(review_facts) != len(_FACT_AT) + 1:
+        raise ValueError(f"the job's snapshot holds {len(review_facts)} facts of the review, not {len(_FACT_AT) + 1}")
+    judgment: dict[str, Any] = {"review_id": review_id, **fields}
+    for at, name in _FACT_AT:
+        judgment[name] = review_facts[at]
+    judgment[FINGERPRINT] = task.fingerprint
+    return judgment
+
+
+def _fields(task: Task, text: str) -> dict[str, Any]:
+    """The relevance flag of an answer and, when it is relevant, its fields checked against the task's values."""
     answer = answers.parse_json_answer(text)
     if type(answer) is not dict:
         raise ValueError("not a JSON object")
@@ -82,18 +108,13 @@ def parse_judgment(task: Task, review_id: str, review_facts: Sequence[Any], text
     relevant = answer.get(flag)
     if type(relevant) is not bool:
         raise ValueError(f"{flag} missing or not a boolean")
-    if len(review_facts) != len(_FACT_AT) + 1:
-        raise ValueError(f"the job's snapshot holds {len(review_facts)} facts of the review, not {len(_FACT_AT) + 1}")
-    judgment: dict[str, Any] = {"review_id": review_id, flag: relevant}
+    fields: dict[str, Any] = {flag: relevant}
     if relevant:
         get = answer.get
         for name, values, default in task.choices:
             value = get(name)
-            judgment[name] = value if type(value) is str and value in values else default
-    for at, name in _FACT_AT:
-        judgment[name] = review_facts[at]
-    judgment[FINGERPRINT] = task.fingerprint
-    return judgment
+            fields[name] = value if type(value) is str and value in values else default
+    return fields
 
 
 def _judged(
