@@ -8,6 +8,7 @@ import pytest
 from addm_integration.addm.custom_id import ReviewId, RunId, SampleId, route
 from addm_integration.addm.extract import parse_judgment
 from addm_integration.addm.inputs import Task
+from addm_integration.engine.pipeline import sum_usage
 from addm_integration.provider.openai_api import from_batch_line
 
 TASK = Task("T1", "a task", {"severity": {"none": "-", "mild": "-"}, "claim": {"false": "-", "true": "-"}})
@@ -100,3 +101,14 @@ def test_an_answer_text_read_before_is_read_under_each_task_apart_into_a_judgmen
     assert read == {"review_id": "r1", "is_relevant": True, "severity": "mild", "claim": "maybe", **_enriched(other)}
     with pytest.raises(ValueError, match="is_related missing"):
         parse_judgment(Task("T1", "another flag", TASK.fields, "is_related"), "r1", FACTS, text)
+
+
+def test_the_tokens_of_result_lines_add_up_a_count_missing_or_not_an_integer_counting_nothing() -> None:
+    def line(usage: object) -> dict[str, object]:
+        body = {"choices": [{"message": {"content": "{}"}}], "usage": usage}
+        return {"custom_id": "c", "response": {"status_code": 200, "body": body}}
+
+    full = {"prompt_tokens": 700, "completion_tokens": 30, "total_tokens": 730, "prompt_tokens_details": {}}
+    odd = {"prompt_tokens": "7", "completion_tokens": True, "total_tokens": 5.0}
+    outcomes = [from_batch_line(line(u)) for u in (full, {"prompt_tokens": 5}, odd, None, [1, 2, 3])]
+    assert sum_usage(outcomes) == {"prompt_tokens": 705, "completion_tokens": 30, "total_tokens": 730}

@@ -164,12 +164,15 @@ def load_kept(path: Path, what: str) -> Any:
 
 
 def sum_usage(outcomes: Iterable[Outcome]) -> dict[str, int]:
-    """Tokens billed: every answer that came back counts, also one the pipeline could not use."""
+    """Tokens billed: every answer that came back counts, also one the pipeline could not use.
+
+    A count the service did not report, or reported as something else than an integer, counts 0.
+    """
     prompt = completion = total = 0
     for outcome in outcomes:
         usage = outcome.usage
         if usage:
-            p, c, t = usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens")
+            p, c, t = usage
             prompt += p if type(p) is int else 0
             completion += c if type(c) is int else 0
             total += t if type(t) is int else 0

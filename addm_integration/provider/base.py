@@ -58,7 +58,7 @@ class Outcome(NamedTuple):
 
     custom_id: str
     content: str | None = None
-    usage: Mapping[str, Any] | None = None  # as the service reported it; sum_usage reads the token counts
+    usage: tuple[Any, Any, Any] | None = None  # (prompt, completion, total) tokens as reported; sum_usage adds ints
     error: str | None = None
     retryable: bool = False
     latency_ms: float | None = None

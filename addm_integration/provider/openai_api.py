@@ -283,8 +283,12 @@ def from_body(custom_id: str, body: Any, latency_ms: float | None = None) -> Out
         why = "answer without content" if content is None else "answer whose content is not text"
         return Outcome(custom_id, error=why, retryable=True)
     usage = body.get("usage")
+    if type(usage) is dict:  # its three counts, not the whole object: that is a third of a read batch's memory
+        usage = (usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens"))
+    else:
+        usage = None
     # Built as the tuple it is: the generated __new__ of a NamedTuple is a slow call, once per line of a batch.
-    return _tuple(Outcome, (custom_id, content, usage if type(usage) is dict else None, None, False, latency_ms))
+    return _tuple(Outcome, (custom_id, content, usage, None, False, latency_ms))
 
 
 def from_batch_line(line: dict[str, Any]) -> Outcome:
