@@ -159,3 +159,12 @@ def test_a_batch_only_flag_in_ondemand_mode_is_refused_not_ignored(ws: Workspace
     result = ws.run("extract", "--task", "G1a", "--llm-mode", "ondemand", *flag)
     _refused(ws, result, flag[0], "24hrbatch")
     assert not (ws.root / "data" / "ledger").exists()
+
+
+@pytest.mark.parametrize("flag", [("--max-batch-requests", "50001"), ("--max-batch-bytes", "200000001")])
+def test_a_split_limit_above_the_services_is_refused_before_anything_is_uploaded(
+    ws: Workspace, flag: tuple[str, str]
+) -> None:
+    before = _tree(ws.root)
+    _refused(ws, ws.run("extract", "--task", "G1a", *submit_args(ws), *flag), flag[0], "limit")
+    assert _tree(ws.root) == before

@@ -22,8 +22,9 @@ from gen_data import generate
 
 from addm_integration.addm.extract import Extract
 from addm_integration.engine import advance, ondemand, submit
-from addm_integration.engine.plan import MAX_BYTES, Limits
+from addm_integration.engine.plan import Limits
 from addm_integration.errors import AddmError
+from addm_integration.provider.openai_api import MAX_BYTES
 from addm_integration.store.context import Context
 from ledger.events import ItemsApplied
 
@@ -114,7 +115,7 @@ def test_ondemand_a_fault_at_any_call_is_made_good_by_the_same_command(root: Pat
 
 # -- 24hrbatch -----------------------------------------------------------------------------------------------------
 
-LIMITS = Limits(max_requests=13)  # two parts: a fault can strike between them
+LIMITS = Limits(max_requests=13, max_bytes=MAX_BYTES)  # two parts: a fault can strike between them
 PARAMS = {"max_attempts": 3, "limits": {"max_requests": 13, "max_bytes": MAX_BYTES}, "cron": None}
 # The calls of a clean run: submit (upload, create) x 2; then cron runs (retrieve, download) x 2.
 CLEAN_RUN = ["upload", "create", "upload", "create", "retrieve", "download", "retrieve", "download"]
