@@ -127,10 +127,12 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
                 )
         job_id = job.job_id
         provider = connect(ctx, job.params.get("base_url"))
+        recorded = type(pipeline).from_params(ctx, job.params["pipeline"])  # what the job was created with
         with _work_list(ctx, pipeline, key, job_id) as (items, n):
             ctx.record(RunStarted(job_id))
             said = f"continued job {job_id}: sent the {n} requests it still lacked"
-            return _run_job(ctx, pipeline, ctx.job_state(job_id).jobs[job_id], provider, items, n, concurrency, said)
+            # applied and finalized as the job's cron runs would (a --dev run's folder is the job's own)
+            return _run_job(ctx, recorded, ctx.job_state(job_id).jobs[job_id], provider, items, n, concurrency, said)
     finally:
         lock.release()
 
