@@ -50,9 +50,10 @@ def test_env_file_readable_by_others_is_refused(ws: Workspace) -> None:
 def test_cron_submit_without_key_in_env_file_refuses_before_uploading(ws: Workspace) -> None:
     (ws.root / ".env").write_text(f"OPENAI_BASE_URL={ws.server.base_url}\n")
     env = ws.env(OPENAI_API_KEY=KEY)  # the submitting shell has the key, cron will not
+    before = _tree(ws.root)
     result = ws.run("extract", "--task", "G1a", *submit_args(ws), env=env)
     _refused(ws, result, "OPENAI_API_KEY", ".env")
-    assert not (ws.root / "data" / "ledger" / "events.jsonl").exists()
+    assert _tree(ws.root) == before
 
 
 def test_no_crontab_command_is_said_before_uploading(ws: Workspace, tmp_path: Path) -> None:
@@ -77,9 +78,9 @@ def test_bad_flags_exit_2(ws: Workspace, flag: list[str]) -> None:
 def test_ondemand_without_a_key_is_refused_before_anything_is_written(ws: Workspace) -> None:
     (ws.root / ".env").write_text(f"OPENAI_BASE_URL={ws.server.base_url}\n")
     (ws.root / ".env").chmod(0o600)
+    before = _tree(ws.root)
     _refused(ws, ws.run("extract", "--task", "G1a"), "OPENAI_API_KEY")
-    ledger = ws.root / "data" / "ledger"
-    assert not (ledger / "events.jsonl").exists() and not (ledger / "runs").exists()
+    assert _tree(ws.root) == before
 
 
 @pytest.mark.parametrize("tool", ["extract", "ledger"])
@@ -115,12 +116,40 @@ def test_a_duplicate_in_the_dataset_is_bad_input_naming_the_file_and_both_lines(
         lines[4] = orjson.dumps(record)
         needle = "review_id"
     dataset.write_bytes(b"\n".join(lines) + b"\n")
-    before = ws.files()
+    before = _tree(ws.root)
     tool, args = ("baseline", ("--policy", "G1_allergy_V2")) if what == "restaurant" else ("extract", ("--task", "G1a"))
     _refused(ws, ws.run(tool, *args, *mode), str(dataset), needle, "line 5", "line 2")
-    after = ws.files()
-    locks = {p for p in after.keys() - before.keys() if p.startswith("data/ledger/locks/")}  # taken to look
-    assert {p: after[p] for p in after.keys() - locks} == before
+    assert _tree(ws.root) == before
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Every file (with its bytes) and every directory under ``root``: an empty directory made counts too."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in root.rglob("*")}
+
+
+def _not_json(root: Path) -> str:
+    task = root / "data" / "tasks" / "yelp" / "G1a.json"
+    task.write_text('{"task_id": "G1a",')
+    return str(task)
+
+
+_BAD_INPUT = {
+    "a missing task": (("extract", "--task", "G9z"), lambda root: "G9z.json"),
+    "a task that is not JSON": (("extract", "--task", "G1a"), _not_json),
+    "a missing topic": (("extract", "--topic", "G9_nothing"), lambda root: "G9_nothing.json"),
+    "a missing policy": (("baseline", "--policy", "G9_nothing_V1"), lambda root: "G9_nothing_V1"),
+}
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["ondemand", "24hrbatch"])
+@pytest.mark.parametrize("case", _BAD_INPUT)
+def test_bad_input_creates_nothing_in_the_workspace_not_even_a_lock(ws: Workspace, case: str, batch: bool) -> None:
+    (tool, *args), spoil = _BAD_INPUT[case]
+    needle = spoil(ws.root)
+    before = _tree(ws.root)
+    _refused(ws, ws.run(tool, *args, *(submit_args(ws) if batch else ())), needle)
+    assert _tree(ws.root) == before
+    assert ws.cron_lines() == {}
 
 
 @pytest.mark.parametrize(
@@ -130,3 +159,12 @@ def test_a_batch_only_flag_in_ondemand_mode_is_refused_not_ignored(ws: Workspace
     result = ws.run("extract", "--task", "G1a", "--llm-mode", "ondemand", *flag)
     _refused(ws, result, flag[0], "24hrbatch")
     assert not (ws.root / "data" / "ledger").exists()
+
+
+@pytest.mark.parametrize("flag", [("--max-batch-requests", "50001"), ("--max-batch-bytes", "200000001")])
+def test_a_split_limit_above_the_services_is_refused_before_anything_is_uploaded(
+    ws: Workspace, flag: tuple[str, str]
+) -> None:
+    before = _tree(ws.root)
+    _refused(ws, ws.run("extract", "--task", "G1a", *submit_args(ws), *flag), flag[0], "limit")
+    assert _tree(ws.root) == before

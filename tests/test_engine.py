@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -21,9 +22,11 @@ from fake_provider import Crash, End, FakeProvider
 from gen_data import generate
 
 from addm_integration.addm.extract import Extract
+from addm_integration.addm.run_baseline import Baseline
 from addm_integration.engine import advance, ondemand, submit
-from addm_integration.engine.plan import MAX_BYTES, Limits
+from addm_integration.engine.plan import Limits
 from addm_integration.errors import AddmError
+from addm_integration.provider.openai_api import MAX_BYTES
 from addm_integration.store.context import Context
 from ledger.events import ItemsApplied
 
@@ -114,7 +117,7 @@ def test_ondemand_a_fault_at_any_call_is_made_good_by_the_same_command(root: Pat
 
 # -- 24hrbatch -----------------------------------------------------------------------------------------------------
 
-LIMITS = Limits(max_requests=13)  # two parts: a fault can strike between them
+LIMITS = Limits(max_requests=13, max_bytes=MAX_BYTES)  # two parts: a fault can strike between them
 PARAMS = {"max_attempts": 3, "limits": {"max_requests": 13, "max_bytes": MAX_BYTES}, "cron": None}
 # The calls of a clean run: submit (upload, create) x 2; then cron runs (retrieve, download) x 2.
 CLEAN_RUN = ["upload", "create", "upload", "create", "retrieve", "download", "retrieve", "download"]
@@ -202,3 +205,20 @@ def test_abandon_cancel_stops_the_running_batches_and_the_same_submit_asks_only_
     assert _cached(root) == _wanted(root)
     assert set(_applied(ctx).values()) == {1}
     assert len(fake.paid()) == N_ITEMS
+
+
+def test_an_ondemand_dev_run_continued_later_finalizes_into_the_folder_its_job_was_created_with(root: Path) -> None:
+    """As a cron run of a batch job does: the folder of a ``--dev`` run is fixed when its job is created."""
+    fake = FakeProvider()
+    fake.fail_call(2, "crash")  # the first run stops as a kill would: its job stays open
+    first = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    for clock in (first, first + timedelta(hours=1)):
+        ctx = Context.open(root, clock=lambda clock=clock: clock, connect=lambda url: fake)
+        with contextlib.suppress(Crash):
+            ondemand.execute(ctx, Baseline(ctx, "G1_allergy_V2", n=2, dev=True), concurrency=1)
+    (job,) = ctx.state().jobs.values()
+    assert job.finalized
+    run_dir = root / job.params["pipeline"]["run_dir"]
+    assert run_dir.name.startswith("20261201_090000_")
+    assert [p for p in (root / "results" / "dev").iterdir()] == [run_dir]
+    assert (run_dir / "results.json").is_file()

@@ -292,6 +292,9 @@ def test_an_ondemand_run_holds_none_of_the_work_list_its_pipeline_built(
         def params(self) -> dict:
             return {}
 
+        def check(self) -> None:
+            pass
+
         def work(self, job_id: str | None):
             for i in range(120):
                 item = WorkItem(f"c{i}", {"model": self.model, "messages": [{"role": "user", "content": f"q{i}"}]})

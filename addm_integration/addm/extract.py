@@ -178,6 +178,7 @@ class Extract:
     model: str = "gpt-5-nano"
     _task: Task | None = field(default=None, repr=False)
     _reviews: dict[str, list[Any]] | None = field(default=None, repr=False)
+    _now: dict[str, list[Any]] | None = field(default=None, repr=False)
 
     @classmethod
     def from_params(cls, ctx: Context, params: Mapping[str, Any]) -> Extract:
@@ -220,13 +221,23 @@ class Extract:
     def _from_dataset(self) -> dict[str, list[Any]]:
         return {review["review_id"]: facts(business_id, review) for business_id, review in self._selected()}
 
+    def check(self) -> None:
+        self._task = load_task(self.ctx, self.domain, self.task_id)
+        self._dataset_now()
+
+    def _dataset_now(self) -> dict[str, list[Any]]:
+        """The dataset as it is now, read once per run: what ``check`` refused or passed is what a submit keeps."""
+        if self._now is None:
+            self._now = self._from_dataset()
+        return self._now
+
     @property
     def cache(self) -> JudgmentCache:
         return JudgmentCache(self.ctx.ws.cache(self.domain))
 
     def work(self, job_id: str | None) -> Iterator[WorkItem]:
         task = self.task
-        self._reviews = reviews = self._from_dataset()  # the dataset as it is now: this submit's snapshot
+        self._reviews = reviews = self._dataset_now()  # this submit's snapshot
         done = self.cache.present(self.task_id, reviews, fingerprint=task.fingerprint)
         yield from keep_inputs(self.ctx.ws, job_id, reviews, self._missing(task, done))
 
@@ -317,6 +328,11 @@ class TopicExtract(Extract):
         p, models = params, topics.format_models([topics.Quota(*q) for q in params["models"]])
         return f"extract|{p['domain']}|topics={','.join(p['topics'])}|K{p['k']}|limit={p['limit']}|models={models}"
 
+    def check(self) -> None:
+        for topic in self.topics:
+            self.topic_task(topic)
+        self._dataset_now()
+
     def topic_task(self, topic: str) -> Task:
         if topic not in self._tasks:
             if "::" in topic:
@@ -329,8 +345,8 @@ class TopicExtract(Extract):
         return JudgmentCache(self.ctx.ws.judgement_cache(self.domain))
 
     def work(self, job_id: str | None) -> Iterator[WorkItem]:
-        tasks = [self.topic_task(topic) for topic in self.topics]  # every definition checked before any is sent
-        self._reviews = reviews = self._from_dataset()
+        tasks = [self.topic_task(topic) for topic in self.topics]
+        self._reviews = reviews = self._dataset_now()
 
         def count_stored(job_id: str) -> None:  # the runs already stored, counted once so that no apply reads them
             self._tally = self._count_stored(reviews)

@@ -166,6 +166,7 @@ class Baseline:
     _records: dict[str, Mapping[str, Any]] | None = field(default=None, repr=False)
     _asked: Asked | None = field(default=None, repr=False)
     _sent: dict[str, Any] | None = field(default=None, repr=False)
+    _now: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.policy = normalize_policy(self.policy)
@@ -250,6 +251,15 @@ class Baseline:
             "ground_truth": read_ground_truth(gt_path, asked.policy.verdicts),
         }
 
+    def check(self) -> None:
+        self._snapshot_now()
+
+    def _snapshot_now(self) -> dict[str, Any]:
+        """The inputs as they are now, read once per run: what ``check`` refused or passed is what a submit keeps."""
+        if self._now is None:
+            self._now = self._snapshot()
+        return self._now
+
     def sent(self, job_id: str) -> dict[str, Any]:
         """The job's snapshot taken at submit: a fetch, a replay or a post mortem applies and scores exactly what
         was sent."""
@@ -262,7 +272,7 @@ class Baseline:
 
     def work(self, job_id: str | None) -> Iterator[WorkItem]:
         """The restaurants without a verdict: of this job, or for a new job those the last finished run lacked."""
-        asked, snapshot = self.asked, self._snapshot()
+        asked, snapshot = self.asked, self._snapshot_now()
         own = job_id is not None and self.ctx.ws.rows(job_id).exists()
         rows = self.load_rows(job_id) if own and job_id is not None else self._earlier_successes()
 

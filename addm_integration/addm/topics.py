@@ -110,7 +110,7 @@ class Vote:
             width += len(values)
         self.width = width
         self.tallies: dict[str, list[Any]] = {}
-        self.shares: dict[float, dict[float, float]] = {}  # total weight -> top weight -> rounded share
+        self.shares: dict[float, _Shares] = {}  # total weight -> top weight -> rounded share
 
     def add(self, judgment: Mapping[str, Any]) -> None:
         """Count one raw run; one of another fingerprint, model or run number than the quota's is not counted."""
@@ -157,28 +157,33 @@ class Vote:
         no, yes = votes[0], votes[1]
         total = no + yes
         shares = self.shares.get(total)
-        if shares is None:
-            shares = self.shares[total] = {}
+        if shares is None:  # few distinct weights: each share is rounded once
+            shares = self.shares[total] = _Shares(total)
         out: dict[str, Any] = {"review_id": review_id, self.flag: yes > no}
-        top = yes if yes > no else no
-        share = shares.get(top)
-        if share is None:  # few distinct weights: each share is rounded once
-            share = shares[top] = round(top / total, 3)
-        confidence = {self.flag: share}
+        confidence = {self.flag: shares[yes if yes > no else no]}
         for name, start, stop, values, _ in self.spans:
             counts = votes[start:stop]
             top = max(counts)
             out[name] = values[counts.index(top)]  # the first of equal weights: a tie goes to the value listed first
-            share = shares.get(top)
-            if share is None:
-                share = shares[top] = round(top / total, 3)
-            confidence[name] = share
+            confidence[name] = shares[top]
         out.update(zip(ENRICHMENT, facts[1:], strict=True))
         out["_aggregated"] = True
         out["_confidence"] = confidence
         out[FINGERPRINT] = self.fingerprint
         out["_aggregated_at"] = now
         return out
+
+
+class _Shares(dict[float, float]):
+    """Top weight -> its share of ``total``, rounded to 3 places, each rounded the first time it is asked for."""
+
+    def __init__(self, total: float) -> None:
+        super().__init__()
+        self.total = total
+
+    def __missing__(self, top: float) -> float:
+        share = self[top] = round(top / self.total, 3)
+        return share
 
 
 class Aggregated(Mapping[str, dict[str, Any]]):
@@ -208,6 +213,12 @@ class Aggregated(Mapping[str, dict[str, Any]]):
 
     def __contains__(self, key: object) -> bool:  # without making the judgment, as Mapping's would
         return key in self.which
+
+    def items(self) -> Iterator[tuple[str, dict[str, Any]]]:  # type: ignore[override]
+        """What a merge encodes, a judgment made per key without Mapping's lookup of each key again."""
+        facts, now = self.facts, self.now
+        for key, (vote, rid) in self.which.items():
+            yield key, vote.judgment(rid, vote.tallies[rid][1], facts[rid], now)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.which)

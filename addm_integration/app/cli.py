@@ -142,14 +142,14 @@ def parser(prog: str, description: str, examples: Sequence[str]) -> argparse.Arg
     p.add_argument(
         "--max-batch-requests",
         type=positive_int,
-        default=plan.MAX_REQUESTS,
+        default=openai_api.MAX_REQUESTS,
         metavar="N",
         help="requests per batch at most (50,000, the service's limit)",
     )
     p.add_argument(
         "--max-batch-bytes",
         type=positive_int,
-        default=plan.MAX_BYTES,
+        default=openai_api.MAX_BYTES,
         metavar="B",
         help="bytes per batch input file at most (200,000,000, the service's limit)",
     )
@@ -244,6 +244,12 @@ def _dispatch(ctx: Context, args: Any, argv: list[str], cls: type[Pipeline], bui
         )
     pipeline = build(ctx, args)
     limits = plan.Limits(args.max_batch_requests, args.max_batch_bytes)
+    for flag, given, most in (
+        ("--max-batch-requests", limits.max_requests, openai_api.MAX_REQUESTS),
+        ("--max-batch-bytes", limits.max_bytes, openai_api.MAX_BYTES),
+    ):
+        if given > most:  # the service would fail such a batch only once it was uploaded
+            raise BadInput(f"{flag} {given:,}: above the service's limit of {most:,} per batch")
     if args.dry_run:
         return prices.dry_run(pipeline, limits, openai_api.request_line)  # no credentials read: nothing is sent
     if args.llm_mode == "ondemand":

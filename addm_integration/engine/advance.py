@@ -340,7 +340,7 @@ def _plan_again(ctx: Context, job: JobState, batch: BatchState, wanted: set[str]
     model = job.parts[batch.idem_key].model
     path = ctx.ws.batch_dir(batch.batch_id) / "input.jsonl"
     lines = ((c, raw, model) for c, raw in input_lines(path) if wanted is None or c in wanted)
-    limits = Limits(**job.params.get("limits", {}))
+    limits = Limits.of(connect(ctx, job.params.get("base_url")), job.params.get("limits"))
     first = len(job.parts)
     parts = plan_parts(
         ctx, job.job_id, job.key, lines, limits, first_index=first, attempt=attempt, source_batch=batch.batch_id

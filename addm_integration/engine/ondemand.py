@@ -107,6 +107,8 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
     stays open, so the same command continues it.
     """
     key = job_key(ctx, pipeline)
+    pipeline.check()  # bad input is refused before the job lock or any other file exists
+    connect(ctx).check()
     lock = ctx.job_lock(key, timeout=0)
     if not ctx.try_acquire(lock):
         raise BadInput(f"another run of this {pipeline.name} job is in progress in {ctx.ws.root}")
@@ -114,7 +116,6 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
         job = ctx.open_job(key, MODE)
         if job is None:
             provider = connect(ctx)
-            provider.check()
             job_id, created = create_job(ctx, pipeline, key, MODE, {})
             with _work_list(ctx, pipeline, key, job_id) as (items, n):
                 if not n:
@@ -126,11 +127,12 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
                 )
         job_id = job.job_id
         provider = connect(ctx, job.params.get("base_url"))
-        provider.check()
+        recorded = type(pipeline).from_params(ctx, job.params["pipeline"])  # what the job was created with
         with _work_list(ctx, pipeline, key, job_id) as (items, n):
             ctx.record(RunStarted(job_id))
             said = f"continued job {job_id}: sent the {n} requests it still lacked"
-            return _run_job(ctx, pipeline, ctx.job_state(job_id).jobs[job_id], provider, items, n, concurrency, said)
+            # applied and finalized as the job's cron runs would (a --dev run's folder is the job's own)
+            return _run_job(ctx, recorded, ctx.job_state(job_id).jobs[job_id], provider, items, n, concurrency, said)
     finally:
         lock.release()
 

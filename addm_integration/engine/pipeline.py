@@ -63,6 +63,12 @@ class Pipeline(Protocol):
         """Everything needed to rebuild this pipeline from the ledger (a cron run, a replay)."""
         ...
 
+    def check(self) -> None:
+        """Read and check every input a run of this command needs (definitions, dataset, ground truth), writing
+        nothing: bad input is refused here, before the job lock or any other file exists. ``work`` goes on from
+        what was read."""
+        ...
+
     def work(self, job_id: str | None) -> Iterator[WorkItem]:
         """The items whose results are not stored yet, in a stable order; ``None`` for a rehearsal that writes nothing.
 

@@ -18,20 +18,23 @@ import orjson
 
 from addm_integration.engine.pipeline import WorkItem
 from addm_integration.errors import BadInput
+from addm_integration.provider.base import Provider
 from addm_integration.store.context import Context
 from ledger.events import PartPlanned
 from ledger.reducer import JobState
 
-MAX_REQUESTS = 50_000
-
-
-MAX_BYTES = 200_000_000
-
 
 @dataclass(frozen=True)
 class Limits:
-    max_requests: int = MAX_REQUESTS
-    max_bytes: int = MAX_BYTES
+    """A part's size at most: the service's own limits (``Provider.max_requests``, ``max_bytes``) or the smaller
+    ones a submit was given, recorded with the job so that its requeues split as its submit did."""
+
+    max_requests: int
+    max_bytes: int
+
+    @classmethod
+    def of(cls, provider: Provider, recorded: Mapping[str, int] | None = None) -> Limits:
+        return cls(**{"max_requests": provider.max_requests, "max_bytes": provider.max_bytes, **(recorded or {})})
 
 
 def batch_lines(

@@ -30,14 +30,14 @@ def submit(ctx: Context, pipeline: Pipeline, params: Mapping[str, Any], limits: 
     Returns the job id (None when there was nothing to send) and the line to print.
     """
     key = job_key(ctx, pipeline)
+    provider, spec = connect(ctx), CronSpec.from_params(params.get("cron"))
+    pipeline.check()  # bad input is refused before the job lock or any other file exists
+    provider.check()
+    check_cron_prerequisites(ctx, spec)
     with ctx.job_lock(key, timeout=60):
         job = ctx.open_job(key, MODE)
         if job is not None:
             return job.job_id, _continue(ctx, pipeline, job, limits)
-        provider = connect(ctx)
-        provider.check()
-        spec = CronSpec.from_params(params.get("cron"))
-        check_cron_prerequisites(ctx, spec)
         job_id, created = create_job(ctx, pipeline, key, MODE, dict(params))
         lines = batch_lines(pipeline.work(job_id), provider.request_line)
         parts = plan_parts(ctx, job_id, key, lines, limits, first_index=0, attempt=1)
