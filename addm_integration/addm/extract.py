@@ -81,21 +81,22 @@ _READING_CHARS = 1024
 def parse_judgment(task: Task, review_id: str, review_facts: Sequence[Any], text: str) -> dict[str, Any]:
     """The cached judgment of an answer: out-of-list values fall back to the field's default. Raises ValueError.
 
-    A text the task has read before is not parsed nor checked again (``Task.readings``); each judgment is a
-    dict of its own all the same, which its caller may add to.
+    A text the task has read before is not parsed nor checked again: ``Task.readings`` keeps the judgment it read
+    as, less what the review brings. Each judgment is a copy of its own all the same, which its caller may add to:
+    a copy with every key in place and five stores, where building it key by key grew the dict twice.
     """
     readings = task.readings
-    fields = readings.get(text)
-    if fields is None:
-        fields = _fields(task, text)
+    read = readings.get(text)
+    if read is None:
+        read = {"review_id": None, **_fields(task, text), **dict.fromkeys(ENRICHMENT), FINGERPRINT: task.fingerprint}
         if len(readings) < _READINGS and len(text) <= _READING_CHARS:
-            readings[text] = fields
+            readings[text] = read
     if len(review_facts) != len(_FACT_AT) + 1:
         raise ValueError(f"the job's snapshot holds {len(review_facts)} facts of the review, not {len(_FACT_AT) + 1}")
-    judgment: dict[str, Any] = {"review_id": review_id, **fields}
+    judgment = read.copy()
+    judgment["review_id"] = review_id
     for at, name in _FACT_AT:
         judgment[name] = review_facts[at]
-    judgment[FINGERPRINT] = task.fingerprint
     return judgment
 
 

@@ -100,7 +100,7 @@ class Task:
 
     @cached_property
     def readings(self) -> dict[str, dict[str, Any]]:
-        """The checked flag and fields each answer text read as under this task, filled by ``parse_judgment``.
+        """The judgment each answer text read as under this task, less what a review brings (``parse_judgment``).
 
         Answers to a task repeat: its fields are enums, so a strict schema leaves few distinct texts (a few
         hundred in a batch of 50,000), and reading each of them once is most of the cost of applying a batch.
