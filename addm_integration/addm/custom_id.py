@@ -99,8 +99,8 @@ class RunId(NamedTuple):
         return encode("policy", self.topic, self.business_id, self.review_id, self.model, f"run{self.run}")
 
 
-# A record built straight from its checked fields: ``_make`` and the generated ``__new__`` are Python calls, a
-# quarter of the time routing a result line takes.
+# A record built straight from its checked fields: ``_make`` and the generated ``__new__`` are slow calls, a
+# fifth of the time routing a result line takes.
 _record = tuple.__new__
 
 

@@ -172,7 +172,7 @@ def load_kept(path: Path, what: str) -> Any:
 def sum_usage(outcomes: Iterable[Outcome]) -> dict[str, int]:
     """Tokens billed: every answer that came back counts, also one the pipeline could not use.
 
-    A count the service did not report, or reported as something else than an integer, counts 0.
+    A count the service did not report, or reported as anything other than an integer, counts 0.
     """
     prompt = completion = total = 0
     for outcome in outcomes:
