@@ -179,19 +179,22 @@ class Index:
     # -- reading -------------------------------------------------------------------------------------------
 
     @_rebuilt_if_damaged
-    def _records(self, query: str, arg: str, *, items: bool = False, cut: Cut | None = None) -> list[Record]:
+    def _records(
+        self, query: str, args: tuple[str | int, ...], *, items: bool = False, cut: Cut | None = None
+    ) -> list[Record]:
         if not self.ledger.path.exists():  # nothing recorded yet: a reading creates no index
             return []
         self.catch_up(items=items)
         with closing(self._connect()) as db:
             rows = db.execute(
-                f"SELECT r.offset, r.length FROM records r JOIN ({query}) q ON q.seq = r.seq ORDER BY r.seq", (arg,)
+                f"SELECT r.offset, r.length FROM records r JOIN ({query}) q ON q.seq = r.seq ORDER BY r.seq", args
             ).fetchall()
         return [self.ledger.read_at(offset, length, cut=cut) for offset, length in rows]
 
-    def records_of(self, ref: str) -> list[Record]:
-        """Every record of a job (its batches' included), of a batch, or of a job key, in log order."""
-        return self._records("SELECT seq FROM refs WHERE ref = ?", ref)
+    def records_of(self, ref: str, after: int = 0) -> list[Record]:
+        """Every record of a job (its batches' included), of a batch, or of a job key, in log order; with
+        ``after``, only those of a later seq: what a state folded up to that seq lacks."""
+        return self._records("SELECT seq FROM refs WHERE ref = ? AND seq > ?", (ref, after))
 
     def applications(self, custom_id: str) -> list[Record]:
         """The ItemsApplied records that name ``custom_id``, each narrowed to that one id.
@@ -210,7 +213,7 @@ class Index:
                 return line[start:end]
             return line[start : first + len(b'"custom_ids":[')] + only + line[last:end]
 
-        return self._records("SELECT seq FROM items WHERE custom_id = ?", custom_id, items=True, cut=narrowed)
+        return self._records("SELECT seq FROM items WHERE custom_id = ?", (custom_id,), items=True, cut=narrowed)
 
     @_rebuilt_if_damaged
     def job_of(self, batch_id: str) -> str | None:

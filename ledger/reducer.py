@@ -361,9 +361,9 @@ def fold(records: Iterable[Record], state: State | None = None) -> State:
     return state
 
 
-def fold_ledger(ledger: Ledger, records: Iterable[Record]) -> State:
+def fold_ledger(ledger: Ledger, records: Iterable[Record], state: State | None = None) -> State:
     """``fold``, with a record that does not fit reported as what it is: corruption at a file, line and seq."""
     try:
-        return fold(records)
+        return fold(records, state)
     except Inconsistent as exc:
         raise LedgerCorrupt(ledger.path, ledger.line_of(exc.seq), exc.seq, exc.why) from None

@@ -29,6 +29,7 @@ from addm_integration.errors import AddmError
 from addm_integration.provider.openai_api import MAX_BYTES
 from addm_integration.store.context import Context
 from ledger.events import ItemsApplied
+from ledger.index import Index
 
 # The faults a call can meet; ``lost_reply`` (done, then no answer) and ``crash_after`` are the ones that pay
 # twice when an engine takes no answer for not done.
@@ -222,3 +223,23 @@ def test_an_ondemand_dev_run_continued_later_finalizes_into_the_folder_its_job_w
     assert run_dir.name.startswith("20261201_090000_")
     assert [p for p in (root / "results" / "dev").iterdir()] == [run_dir]
     assert (run_dir / "results.json").is_file()
+
+
+def test_a_state_folded_forward_equals_one_folded_afresh_and_reads_only_the_records_it_lacks(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeProvider(checks=2, ends=[End("expired", done=5)])
+    ctx = _ctx(root, fake)
+    _submit(ctx)
+    (job_id,) = ctx.state().jobs
+    ctx.job_state(job_id)
+    other = _ctx(root, fake)  # another run (a cron run) records the rest of the job meanwhile
+    _cron_runs(other)
+    read: list[int] = []  # how many records each reading of the job's records returned
+    records_of = Index.records_of
+    monkeypatch.setattr(Index, "records_of", lambda *a, **k: read.append(len(got := records_of(*a, **k))) or got)
+    forward = ctx.job_state(job_id)
+    afresh = Context.open(root).job_state(job_id)
+    assert forward == afresh and forward.jobs[job_id].finalized
+    assert 0 < read[0] < read[1]  # forward: only the records the other run appended
+    assert ctx.job_state(job_id) == afresh and read[2] == 0  # nothing new: nothing read
