@@ -265,3 +265,13 @@ def test_a_missing_dataset_says_what_a_dataset_is(ws: Workspace) -> None:
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
     assert "dataset not found: the restaurants and their reviews" in result.stderr
     assert "docs/formats.md" in result.stderr and "synthetic" in result.stderr
+
+
+def test_a_submits_message_fits_80_columns_on_a_terminal_and_stays_one_line_in_a_pipe(ws: Workspace) -> None:
+    argv = [sys.executable, "-m", MODULES["extract"], "--root", str(ws.root), "--task", "G1a", *submit_args(ws)]
+    on_screen = _on_terminal(argv).strip("\n").splitlines()
+    assert len(on_screen) > 1 and all(len(line) <= 80 for line in on_screen), on_screen
+    (batch_id,) = ws.batches()
+    assert any(batch_id in line for line in on_screen)  # an id is never cut
+    again = ws.run("extract", "--task", "G1a", *submit_args(ws))  # the same job, said in a pipe: one line
+    assert again.returncode == 0 and len(again.stdout.strip("\n").splitlines()) == 1, again.stdout

@@ -26,7 +26,7 @@ from addm_integration.store.context import Context
 from addm_integration.store.workspace import ROOT_ENV, Workspace
 from ledger import failures
 from ledger.cli import RootMissing, batch_row, batch_summary, find_root, resolve_id
-from ledger.help import Formatter, add_version
+from ledger.help import Formatter, add_version, fill
 from ledger.ids import UnknownId
 from ledger.log import utcnow
 from ledger.reducer import State
@@ -215,8 +215,14 @@ def run(
             scrub=lambda text: openai_api.redact(text, secret),
         )
     if message:
-        print(message)
+        print(_on_screen(message) if sys.stdout.isatty() else message)
     return 0
+
+
+def _on_screen(message: str) -> str:
+    """What a run says, filled to an 80-column terminal (ids and paths kept whole); in a pipe or a cron log each
+    line stays one line, for grep."""
+    return "\n".join(fill(line, subsequent_indent="  ") for line in message.splitlines())
 
 
 def _refuse_batch_flags(argv: Sequence[str], dry_run: bool) -> None:
