@@ -179,7 +179,7 @@ class Extract:
     model: str = "gpt-5-nano"
     _task: Task | None = field(default=None, repr=False)
     _reviews: dict[str, list[Any]] | None = field(default=None, repr=False)
-    _now: dict[str, list[Any]] | None = field(default=None, repr=False)
+    _dataset: dict[str, list[Any]] | None = field(default=None, repr=False)
 
     @classmethod
     def from_params(cls, ctx: Context, params: Mapping[str, Any]) -> Extract:
@@ -228,9 +228,9 @@ class Extract:
 
     def _dataset_now(self) -> dict[str, list[Any]]:
         """The dataset as it is now, read once per run: what ``check`` refused or passed is what a submit keeps."""
-        if self._now is None:
-            self._now = self._from_dataset()
-        return self._now
+        if self._dataset is None:
+            self._dataset = self._from_dataset()
+        return self._dataset
 
     @property
     def cache(self) -> JudgmentCache:

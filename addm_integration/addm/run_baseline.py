@@ -166,7 +166,7 @@ class Baseline:
     _records: dict[str, Mapping[str, Any]] | None = field(default=None, repr=False)
     _asked: Asked | None = field(default=None, repr=False)
     _sent: dict[str, Any] | None = field(default=None, repr=False)
-    _now: dict[str, Any] | None = field(default=None, repr=False)
+    _inputs: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.policy = normalize_policy(self.policy)
@@ -256,9 +256,9 @@ class Baseline:
 
     def _snapshot_now(self) -> dict[str, Any]:
         """The inputs as they are now, read once per run: what ``check`` refused or passed is what a submit keeps."""
-        if self._now is None:
-            self._now = self._snapshot()
-        return self._now
+        if self._inputs is None:
+            self._inputs = self._snapshot()
+        return self._inputs
 
     def sent(self, job_id: str) -> dict[str, Any]:
         """The job's snapshot taken at submit: a fetch, a replay or a post mortem applies and scores exactly what
