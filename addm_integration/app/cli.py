@@ -144,14 +144,14 @@ def parser(prog: str, description: str, examples: Sequence[str]) -> argparse.Arg
         type=positive_int,
         default=openai_api.MAX_REQUESTS,
         metavar="N",
-        help="requests per batch at most (50,000, the service's limit)",
+        help=f"requests per batch at most ({openai_api.MAX_REQUESTS:,}, the service's limit)",
     )
     p.add_argument(
         "--max-batch-bytes",
         type=positive_int,
         default=openai_api.MAX_BYTES,
         metavar="B",
-        help="bytes per batch input file at most (200,000,000, the service's limit)",
+        help=f"bytes per batch input file at most ({openai_api.MAX_BYTES:,}, the service's limit)",
     )
     p.add_argument(
         "--max-enqueued-tokens",

@@ -107,15 +107,15 @@ def execute(ctx: Context, pipeline: Pipeline, concurrency: int) -> str:
     stays open, so the same command continues it.
     """
     key = job_key(ctx, pipeline)
+    provider = connect(ctx)
     pipeline.check()  # bad input is refused before the job lock or any other file exists
-    connect(ctx).check()
+    provider.check()
     lock = ctx.job_lock(key, timeout=0)
     if not ctx.try_acquire(lock):
         raise BadInput(f"another run of this {pipeline.name} job is in progress in {ctx.ws.root}")
     try:
         job = ctx.open_job(key, MODE)
         if job is None:
-            provider = connect(ctx)
             job_id, created = create_job(ctx, pipeline, key, MODE, {})
             with _work_list(ctx, pipeline, key, job_id) as (items, n):
                 if not n:
